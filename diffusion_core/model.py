@@ -1,0 +1,246 @@
+"""The block-diffusion transformer (RMSNorm, RoPE, SwiGLU, no biases).
+
+One network serves both the diffusion model and the autoregressive baseline; only the
+attention pattern differs. Attention patterns used here:
+
+* clean tokens (prompt, finished blocks) attend causally, so their keys and values do not
+  depend on anything after them and the KV cache of clean tokens is exact;
+* the block being denoised attends to every clean token before it and bidirectionally to
+  itself, so any block size works at inference (block size 1 is AR decoding).
+
+Every position gets logits over the vocabulary, masked or not (Seed's "no carry-over"): the
+logits at an unmasked position are the model's judgement of that token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .kv_cache import KVCache
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    vocab_size: int = 8192
+    n_layer: int = 6
+    n_head: int = 6
+    dim: int = 384
+    ffn_hidden: int = 0  # 0 = derived: SwiGLU width ~ 8/3 dim rounded up to a multiple of 64
+    max_seq_len: int = 2048
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    causal: bool = False  # True for the autoregressive baseline (block size is then always 1)
+
+    def __post_init__(self):
+        if self.dim % self.n_head:
+            raise ValueError(f"dim {self.dim} is not a multiple of n_head {self.n_head}")
+        if self.ffn_hidden == 0:
+            self.ffn_hidden = 64 * math.ceil(8 * self.dim / 3 / 64)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    PRESETS = {
+        # tiny random models for unit tests
+        "test": dict(vocab_size=512, n_layer=2, n_head=2, dim=32, max_seq_len=512),
+        "tiny": dict(n_layer=4, n_head=4, dim=128),
+        "small": dict(n_layer=6, n_head=6, dim=384),
+        "base": dict(n_layer=8, n_head=8, dim=512),
+    }
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "ModelConfig":
+        if name not in cls.PRESETS:
+            raise KeyError(f"unknown model preset {name!r}; known: {', '.join(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def n_params(self, include_embedding: bool = True) -> int:
+        per_layer = 4 * self.dim * self.dim + 3 * self.dim * self.ffn_hidden + 2 * self.dim
+        emb = self.vocab_size * self.dim if include_embedding else 0
+        return self.n_layer * per_layer + emb + self.dim  # tied output head
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    ang = torch.outer(torch.arange(max_len, dtype=torch.float64), inv)  # (T, D/2)
+    return ang.cos().float(), ang.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, D); cos/sin: (B, 1, T, D/2) or (T, D/2). Rotates pairs (x[..., :D/2], x[..., D/2:])."""
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d].float(), x[..., d:].float()
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, n_append: int):
+        B, T, C = x.shape
+        q, k, v = self.wqkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            # the first n_append positions are clean and enter the cache; the rest (the block being
+            # denoised) is attended to but not stored
+            k, v = cache.extend(layer, k, v, n_append)
+        if isinstance(mask, torch.Tensor) or mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:  # a FlexAttention BlockMask (training on CUDA)
+            from torch.nn.attention.flex_attention import flex_attention
+
+            y = flex_attention(q, k, v, block_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, C))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w13 = nn.Linear(cfg.dim, 2 * cfg.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+
+    def forward(self, x):
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x, cos, sin, mask, cache, layer, n_append):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, n_append)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2 style scaled init of the residual projections
+            if name.endswith("wo.weight") or name.endswith("w2.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.rope_cos, self.rope_sin = self.rope_cos.float(), self.rope_sin.float()  # RoPE stays fp32
+        return self
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, idx, positions, mask=None, cache: KVCache | None = None, n_append: int = 0):
+        """idx, positions: (B, T) token ids and their RoPE positions.
+
+        mask: bool (B or 1, 1, T, S) attention mask (True = attend), a FlexAttention BlockMask, or
+        None for full attention. With a cache, S = cache length + T and the first n_append
+        positions of idx are appended to the cache. Returns logits (B, T, V) in float32.
+        """
+        x = self.tok_emb(idx)  # (B, T, C)
+        cos = self.rope_cos[positions].unsqueeze(1)  # (B, 1, T, D/2)
+        sin = self.rope_sin[positions].unsqueeze(1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i, n_append)
+        if cache is not None:
+            cache.advance(n_append)
+        x = self.norm(x)
+        return F.linear(x, self.tok_emb.weight).float()  # tied head, (B, T, V)
+
+    # --- inference -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One denoising forward with the cache.
+
+        clean: (B, n) clean tokens not yet in the cache (the prompt, or the block just finished);
+        they attend causally and their exact KV enters the cache. block: (B, b) the block being
+        denoised (masks and committed tokens); it attends to every clean token and to itself.
+        Returns the block's logits (B, b, V). n or b may be 0.
+        """
+        B, n = clean.shape
+        b = block.shape[1]
+        P = cache.length
+        if P + n + b > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {P + n + b} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        idx = torch.cat([clean, block], dim=1)
+        positions = torch.arange(P, P + n + b, device=idx.device).unsqueeze(0).expand(B, -1)
+        mask = step_mask(P, n, b, causal_block=self.cfg.causal, device=idx.device)
+        logits = self(idx, positions, mask=mask, cache=cache, n_append=n)
+        return logits[:, n:]
+
+
+    @torch.no_grad()
+    def extend(self, clean: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Append clean tokens (B, n) causally to the cache; returns the logits of the last one (B, V).
+
+        The autoregressive baseline decodes with this: its logits at position i predict token i+1.
+        """
+        B, n = clean.shape
+        P = cache.length
+        if P + n > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {P + n} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        positions = torch.arange(P, P + n, device=clean.device).unsqueeze(0).expand(B, -1)
+        mask = step_mask(P, n, 0, device=clean.device)
+        return self(clean, positions, mask=mask, cache=cache, n_append=n)[:, -1]
+
+
+def step_mask(P: int, n: int, b: int, *, causal_block: bool = False, device=None) -> torch.Tensor:
+    """Mask for `Transformer.step`: queries [clean n ; block b] over keys [cache P ; clean n ; block b].
+
+    Clean query i (absolute position P+i) sees keys 0..P+i; block queries see every key (or, for
+    the AR baseline, causally). Shape (1, 1, n+b, P+n+b), True = attend.
+    """
+    q = torch.arange(n + b, device=device).unsqueeze(1)
+    k = torch.arange(P + n + b, device=device).unsqueeze(0)
+    causal = k <= P + q
+    if causal_block:
+        return causal[None, None]
+    return (causal | (q >= n))[None, None]

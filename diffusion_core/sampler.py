@@ -1,0 +1,226 @@
+"""Block-parallel denoising with an exact KV cache.
+
+Block after block: the block starts as `block_size` masks; each step runs one forward over the
+block (with the cached clean tokens), predicts every position, and commits the masked positions
+whose confidence passes the commit rule (always at least one, so steps <= tokens). The finished
+block's clean KV enters the cache in the same forward as the next block's first step. Stops
+(stops.py) are checked after every step on the contiguous committed text, so a request ends as
+soon as its answer is known.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .kv_cache import KVCache, common_prefix_len
+from .prompt import PromptWindow, build_prompt
+from .stops import StopContext, find_stop
+from .tokenizer import Tokenizer
+
+RULES = ("threshold", "factor")
+CONFIDENCES = ("maxprob", "margin", "entropy")
+
+
+@dataclass(kw_only=True)
+class SamplerConfig:
+    block_size: int = 32
+    max_tokens: int = 64
+    rule: str = "threshold"  # "threshold": commit conf >= threshold; "factor": Fast-dLLM's (n+1)(1-c_n) < factor
+    threshold: float = 0.9
+    factor: float = 1.0
+    confidence: str = "maxprob"  # "maxprob" p1, "margin" p1-p2, "entropy" 1-H/log V; all in [0, 1]
+    window: PromptWindow = field(default_factory=PromptWindow)
+
+    def __post_init__(self):
+        if self.block_size < 1 or self.max_tokens < 1:
+            raise ValueError("block_size and max_tokens must be >= 1")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, not {self.rule!r}")
+        if self.confidence not in CONFIDENCES:
+            raise ValueError(f"confidence must be one of {CONFIDENCES}, not {self.confidence!r}")
+
+
+@dataclass
+class Trace:
+    steps: int = 0
+    tokens: int = 0  # tokens committed by the model (the work done); steps <= tokens
+    per_step: list[int] = field(default_factory=list)  # tokens committed at each step
+    blocks: int = 0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose KV came from the cache
+    ms: float = 0.0
+
+
+@dataclass
+class Completion:
+    text: str
+    stop: str  # "eos", "eol", "dedent", "brackets", "suffix", "max_tokens"
+    trace: Trace
+
+
+def confidence(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position (confidence, argmax token) from logits (..., V)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    if kind == "margin":
+        top = logp.topk(2, dim=-1)
+        p = top.values.exp()
+        return p[..., 0] - p[..., 1], top.indices[..., 0]
+    best, tokens = logp.max(dim=-1)
+    if kind == "maxprob":
+        return best.exp(), tokens
+    ent = -(logp.exp() * logp).sum(-1)
+    return 1.0 - ent / math.log(logits.shape[-1]), tokens
+
+
+def commit_count(conf_sorted: torch.Tensor, cfg: SamplerConfig) -> int:
+    """How many of the masked positions (confidences sorted descending) to commit now; >= 1."""
+    if cfg.rule == "threshold":
+        n = int((conf_sorted >= cfg.threshold).sum())
+    else:  # Fast-dLLM factor rule: largest n with (n + 1) * (1 - c_n) < factor
+        ranks = torch.arange(2, len(conf_sorted) + 2, device=conf_sorted.device)
+        ok = (ranks * (1 - conf_sorted) < cfg.factor).nonzero()
+        n = int(ok.max()) + 1 if len(ok) else 0
+    return max(1, n)
+
+
+class Sampler:
+    def __init__(self, model, tokenizer: Tokenizer, cfg: SamplerConfig | None = None):
+        self.model, self.tok, self.cfg = model, tokenizer, cfg or SamplerConfig()
+        self.device = next(model.parameters()).device
+        V = model.cfg.vocab_size
+        ban = torch.zeros(V, dtype=torch.bool)
+        ban[[i for i in tokenizer.special_ids if i != tokenizer.eos_id]] = True
+        ban[tokenizer.vocab_size:] = True  # padding rows of the embedding
+        self.ban = ban.to(self.device)
+
+    def new_cache(self) -> KVCache:
+        return KVCache.for_model(self.model)
+
+    @torch.no_grad()
+    def complete(self, prefix: str, suffix: str = "", mode: str = "line", cache: KVCache | None = None,
+                 cfg: SamplerConfig | None = None) -> Completion:
+        """Fill the text between prefix and suffix. mode: "line" or "block" (see stops.py).
+
+        `cache` holds the KV of an earlier prompt of the same document; the longest common token
+        prefix is reused and the rest computed, with results equal to a cold start.
+        """
+        cfg = cfg or self.cfg
+        t0 = time.perf_counter()
+        crlf = "\r\n" in prefix or "\r\n" in suffix
+        prefix_lf, suffix_lf = prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n")
+        ctx = StopContext.from_text(mode, prefix_lf, suffix_lf)
+        max_tokens = min(cfg.max_tokens, self.model.cfg.max_seq_len // 2)
+        w = cfg.window
+        budget = self.model.cfg.max_seq_len - max_tokens - 3
+        if w.max_prefix_tokens + w.max_suffix_tokens > budget:  # fit the window to the model
+            w = PromptWindow(max_prefix_tokens=budget * 3 // 4, max_suffix_tokens=budget // 4,
+                             anchor_chars=w.anchor_chars, chars_per_token=w.chars_per_token)
+        prompt = build_prompt(self.tok, prefix_lf, suffix_lf, w)
+        trace = Trace(prompt_tokens=len(prompt))
+
+        cache = cache if cache is not None else self.new_cache()
+        reuse = common_prefix_len(cache.tokens, prompt)
+        cache.truncate(reuse)
+        trace.reused_tokens = reuse
+        clean = prompt[reuse:]
+        if self.model.cfg.causal:
+            if reuse == len(prompt):  # the logits of the last prompt token are not cached
+                cache.truncate(reuse - 1)
+                clean = prompt[reuse - 1:]
+            stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace)
+        else:
+            stop, text = self._decode_blocks(clean, max_tokens, cache, ctx, cfg, trace)
+        if stop is None or stop[1] == "eos":  # the text is complete: apply the stops that wait for it
+            reason = "max_tokens" if stop is None else "eos"
+            stop = find_stop(text, ctx, final=True) or (len(text), reason)
+        text = text[: stop[0]]
+        if crlf:
+            text = text.replace("\n", "\r\n")
+        trace.ms = (time.perf_counter() - t0) * 1000
+        return Completion(text=text, stop=stop[1], trace=trace)
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tok.decode(ids).replace("\r\n", "\n")
+
+    def _decode_blocks(self, clean, max_tokens, cache, ctx, cfg, trace):
+        """Block after block until a stop; returns (stop (cut, reason) or None, text so far)."""
+        generated: list[int] = []
+        stop, text = None, ""
+        while stop is None and len(generated) < max_tokens:
+            b = min(cfg.block_size, max_tokens - len(generated))
+            block, stop, text = self._denoise_block(clean, b, cache, generated, ctx, cfg, trace)
+            clean = block
+            generated += block
+            trace.blocks += 1
+        return stop, text
+
+    def _decode_ar(self, clean, max_tokens, cache, ctx, trace):
+        """Greedy next-token decoding for the autoregressive baseline (causal=True models)."""
+        generated: list[int] = []
+        text = ""
+        while len(generated) < max_tokens:
+            logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
+            cache.append_tokens(clean)
+            logits.masked_fill_(self.ban, float("-inf"))
+            t = int(logits.argmax())
+            trace.steps += 1
+            trace.tokens += 1
+            trace.per_step.append(1)
+            if t == self.tok.eos_id:
+                return (len(text), "eos"), text
+            generated.append(t)
+            text = self._text(generated)
+            s = find_stop(text, ctx, final=False)
+            if s is not None:
+                return s, text
+            clean = [t]
+        return None, text
+
+    def _denoise_block(self, clean, b, cache, generated, ctx, cfg, trace):
+        """Denoise one block of b tokens.
+
+        Returns (its tokens, a stop (cut, reason) or None, the text generated so far (LF)).
+        """
+        mask_id, eos_id = self.tok.mask_id, self.tok.eos_id
+        dev = self.device
+        block = torch.full((1, b), mask_id, dtype=torch.long, device=dev)
+        masked = torch.ones(b, dtype=torch.bool, device=dev)
+        clean_t = torch.tensor([clean], dtype=torch.long, device=dev).view(1, -1)
+        first = True
+        while bool(masked.any()):
+            logits = self.model.step(clean_t if first else clean_t[:, :0], block, cache)[0]  # (b, V)
+            if first:
+                cache.append_tokens(clean)
+                first = False
+            logits.masked_fill_(self.ban, float("-inf"))
+            conf, pred = confidence(logits, cfg.confidence)
+            idx = masked.nonzero().squeeze(1)
+            order = conf[idx].argsort(descending=True, stable=True)
+            n = commit_count(conf[idx][order], cfg)
+            chosen = idx[order[:n]]
+            block[0, chosen] = pred[chosen]
+            masked[chosen] = False
+            trace.steps += 1
+            trace.tokens += n
+            trace.per_step.append(n)
+            # an eos ends the text: positions after the first committed eos are not needed
+            eos_at = ((block[0] == eos_id) & ~masked).nonzero()
+            if len(eos_at):
+                j = int(eos_at[0])
+                block[0, j + 1:] = eos_id
+                masked[j + 1:] = False
+            # stops on the contiguous committed text
+            done = int(masked.nonzero()[0]) if bool(masked.any()) else b
+            head = block[0, :done].tolist()
+            if eos_id in head:
+                text = self._text(generated + head[: head.index(eos_id)])
+                return block[0].tolist(), (len(text), "eos"), text
+            text = self._text(generated + head)
+            s = find_stop(text, ctx, final=False)
+            if s is not None:
+                return block[0].tolist(), s, text
+        return block[0].tolist(), None, text

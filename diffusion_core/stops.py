@@ -1,0 +1,139 @@
+"""Code-aware stops on the generated text.
+
+Each stop depends only on the text before the point where it cuts, so the sampler may apply them
+to the contiguous committed part of a block while later positions are still masked, and end the
+request early. `find_stop` returns the earliest cut.
+
+- "eol":      single-line mode: the first newline after some non-blank text;
+- "dedent":   multi-line mode: the first non-blank line indented less than the block being written
+              (a line after a `:` header must be deeper than the header);
+- "brackets": a closing bracket that closes nothing opened in the completion when the suffix
+              already starts with it;
+- "suffix":   the text starts to repeat the suffix: a later line equal to the suffix's first
+              non-blank line, or (when final) the current line ending with the rest of the
+              cursor's line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OPEN, CLOSE = "([{", ")]}"
+PAIR = dict(zip(CLOSE, OPEN))
+
+
+def indent_width(line: str) -> int:
+    return len(line.expandtabs(8)) - len(line.expandtabs(8).lstrip(" "))
+
+
+@dataclass(kw_only=True)
+class StopContext:
+    mode: str  # "line" or "block"
+    prefix_line: str  # the cursor's line, before the cursor
+    suffix: str = ""
+    suffix_line: str = field(init=False)  # the cursor's line, after the cursor
+    suffix_first: str = field(init=False)  # the first non-blank line of the suffix after the cursor's line
+
+    def __post_init__(self):
+        if self.mode not in ("line", "block"):
+            raise ValueError(f"mode must be 'line' or 'block', not {self.mode!r}")
+        head, _, rest = self.suffix.partition("\n")
+        self.suffix_line = head.strip()
+        self.suffix_first = next((ln.strip() for ln in rest.split("\n") if ln.strip()), "")
+
+    @classmethod
+    def from_text(cls, mode: str, prefix: str, suffix: str) -> "StopContext":
+        return cls(mode=mode, prefix_line=prefix[prefix.rfind("\n") + 1:].replace("\r", ""),
+                   suffix=suffix.replace("\r\n", "\n"))
+
+
+def auto_mode(prefix: str, suffix: str) -> str:
+    """Multi-line when the cursor's line is blank before the cursor or ends a `:` header."""
+    line = prefix[prefix.rfind("\n") + 1:]
+    rest = suffix.split("\n", 1)[0]
+    if rest.strip():
+        return "line"
+    if not line.strip() or line.rstrip().endswith(":"):
+        return "block"
+    return "line"
+
+
+def _brackets_stop(text: str, ctx: StopContext) -> int | None:
+    stack: list[str] = []
+    quote = None
+    i = 0
+    lead = ctx.suffix.lstrip(" \t")
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote or c == "\n":
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "#":
+            nl = text.find("\n", i)
+            if nl == -1:
+                break
+            i = nl
+        elif c in OPEN:
+            stack.append(c)
+        elif c in CLOSE:
+            if stack and stack[-1] == PAIR[c]:
+                stack.pop()
+            elif not stack and lead.startswith(c):
+                return i
+        i += 1
+    return None
+
+
+def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, str] | None:
+    """The earliest (cut index, reason) in the generated `text`, or None.
+
+    final=True when no more text will come (eos or max_tokens), which decides the stops that wait
+    for the end of a line.
+    """
+    text = text.replace("\r\n", "\n")  # indices below are for LF text; the sampler works in LF
+    cuts: list[tuple[int, str]] = []
+    b = _brackets_stop(text, ctx)
+    if b is not None:
+        cuts.append((b, "brackets"))
+
+    lines = text.split("\n")
+    offset = 0
+    first_full = ctx.prefix_line + lines[0]
+    base = indent_width(first_full)
+    opener = False
+    seen_content = bool(lines[0].strip())
+    for n, line in enumerate(lines):
+        complete = n < len(lines) - 1 or final
+        if n == 0:
+            if ctx.mode == "line" and seen_content and n < len(lines) - 1:
+                cuts.append((len(line), "eol"))
+            if ctx.suffix_line and complete and line.rstrip().endswith(ctx.suffix_line) and line.strip():
+                cuts.append((len(line.rstrip()) - len(ctx.suffix_line), "suffix"))
+            if first_full.strip():
+                opener = first_full.rstrip().endswith(":")
+            offset += len(line) + 1
+            continue
+        decided = line.strip() != "" or n < len(lines) - 1
+        if line.strip() and ctx.suffix_first and line.strip() == ctx.suffix_first and complete:
+            cuts.append((offset - 1, "suffix"))
+        if ctx.mode == "line":
+            if not seen_content and line.strip() and complete:
+                cuts.append((offset + len(line), "eol"))
+            seen_content = seen_content or bool(line.strip())
+        elif decided and line.strip():
+            if not first_full.strip() and not seen_content:
+                # the first content line sets the block's indentation
+                base, opener, seen_content = indent_width(line), False, True
+                if complete:
+                    opener = line.rstrip().endswith(":")
+            else:
+                limit = base + 1 if opener else base
+                if indent_width(line) < limit:
+                    cuts.append((offset - 1, "dedent"))
+                seen_content = True
+        offset += len(line) + 1
+    return min(cuts) if cuts else None

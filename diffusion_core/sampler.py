@@ -138,6 +138,8 @@ class Sampler:
             reason = "max_tokens" if stop is None else "eos"
             stop = find_stop(text, ctx, final=True) or (len(text), reason)
         text = text[: stop[0]]
+        if text.strip():  # trailing blank lines and spaces are noise in an editor
+            text = text.rstrip()
         if crlf:
             text = text.replace("\n", "\r\n")
         trace.ms = (time.perf_counter() - t0) * 1000

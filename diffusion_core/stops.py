@@ -6,7 +6,8 @@ request early. `find_stop` returns the earliest cut.
 
 - "eol":      single-line mode: the first newline after some non-blank text;
 - "dedent":   multi-line mode: the first non-blank line indented less than the block being written
-              (a line after a `:` header must be deeper than the header);
+              (when the cursor's line is a `:` header, the completion is its body and a line
+              back at the header's indentation ends it);
 - "brackets": a closing bracket that closes nothing opened in the completion when the suffix
               already starts with it;
 - "suffix":   the text starts to repeat the suffix: a later line equal to the suffix's first
@@ -113,7 +114,8 @@ def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, st
                 cuts.append((len(line), "eol"))
             if ctx.suffix_line and complete and line.rstrip().endswith(ctx.suffix_line) and line.strip():
                 cuts.append((len(line.rstrip()) - len(ctx.suffix_line), "suffix"))
-            if first_full.strip():
+            # a header the user is writing on the cursor's line: the completion is its body
+            if ctx.prefix_line.strip():
                 opener = first_full.rstrip().endswith(":")
             offset += len(line) + 1
             continue

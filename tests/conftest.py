@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny byte-level BPE trained on a few stdlib files, tiny random models."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+FIXTURE_FILES = ["textwrap.py", "string.py", "bisect.py", "heapq.py", "keyword.py", "colorsys.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from dllm_ls.diffusion_core.tokenizer import train_tokenizer
+
+    texts = [(STDLIB / f).read_text(encoding="utf-8") for f in FIXTURE_FILES]
+    return train_tokenizer(texts, vocab_size=512)
+
+
+@pytest.fixture
+def tiny_model():
+    from dllm_ls.diffusion_core.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    return Transformer(ModelConfig.from_name("test")).eval()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tokenizer, tiny_model):
+    from dllm_ls.diffusion_core.checkpoint import save_checkpoint
+
+    d = tmp_path / "ckpt"
+    save_checkpoint(d, tiny_model, tokenizer)
+    return d

@@ -1,0 +1,162 @@
+"""Sampler: block-size freedom, commit rules, confidence measures, cache reuse, stops end to end."""
+
+import math
+
+import pytest
+import torch
+
+from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig, commit_count, confidence
+
+from .scripted import ScriptedModel
+
+PREFIX = "def mean(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return "
+SUFFIX = "\n\n\nprint(mean([1, 2, 3]))\n"
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 16, 64])
+def test_any_block_size_decodes(tiny_model, tokenizer, block_size):
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=block_size, max_tokens=24, threshold=0.5))
+    out = s.complete(PREFIX, SUFFIX, mode="block")
+    t = out.trace
+    assert 1 <= t.steps <= t.tokens
+    assert sum(t.per_step) == t.tokens
+    assert t.blocks == math.ceil(t.tokens / block_size) or out.stop != "max_tokens"
+    if block_size == 1:  # autoregressive decoding: one token per step
+        assert set(t.per_step) == {1}
+
+
+def test_threshold_zero_commits_a_whole_block_per_step(tiny_model, tokenizer):
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=8, max_tokens=32, threshold=0.0))
+    t = s.complete(PREFIX, SUFFIX, mode="block").trace
+    assert t.per_step[0] == 8
+    assert all(n == 8 for n in t.per_step[:-1])
+
+
+def test_unreachable_threshold_commits_exactly_one_per_step(tiny_model, tokenizer):
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=8, max_tokens=16, threshold=1.5))
+    t = s.complete(PREFIX, SUFFIX, mode="block").trace
+    assert t.per_step == [1] * t.steps
+
+
+@pytest.mark.parametrize("rule", ["threshold", "factor"])
+@pytest.mark.parametrize("conf", ["maxprob", "margin", "entropy"])
+def test_steps_never_exceed_tokens(tiny_model, tokenizer, rule, conf):
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=16, max_tokens=32, rule=rule, confidence=conf))
+    t = s.complete(PREFIX, SUFFIX, mode="block").trace
+    assert 1 <= t.steps <= t.tokens and min(t.per_step) >= 1
+
+
+def test_commit_count_rules():
+    c = torch.tensor([0.99, 0.95, 0.9, 0.5, 0.1])
+    assert commit_count(c, SamplerConfig(threshold=0.9)) == 3
+    assert commit_count(c, SamplerConfig(threshold=0.999)) == 1  # at least one
+    assert commit_count(c, SamplerConfig(threshold=0.0)) == 5
+    # factor rule: (n+1)(1-c_n) < f: n=1: 2*.01=.02, n=2: 3*.05=.15, n=3: 4*.1=.4, n=4: 5*.5=2.5
+    assert commit_count(c, SamplerConfig(rule="factor", factor=0.5)) == 3
+    assert commit_count(c, SamplerConfig(rule="factor", factor=0.1)) == 1
+    assert commit_count(torch.tensor([0.2]), SamplerConfig(rule="factor", factor=0.1)) == 1
+
+
+def test_confidence_measures():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]]))
+    c, tok = confidence(logits, "maxprob")
+    torch.testing.assert_close(c, torch.tensor([0.7, 1 / 3]))
+    assert tok[0] == 0
+    c, _ = confidence(logits, "margin")
+    torch.testing.assert_close(c, torch.tensor([0.5, 0.0]), atol=1e-6, rtol=0)
+    c, _ = confidence(logits, "entropy")
+    assert c[1].abs() < 1e-6 and 0 < c[0] < 1  # uniform = 0, peaked > 0
+
+
+def test_reused_cache_gives_the_cold_result(tiny_model, tokenizer):
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=8, max_tokens=16, threshold=0.3))
+    cache = s.new_cache()
+    warm = None
+    for typed in ["", "t", "to", "tot"]:  # keystrokes append to the prefix
+        warm = s.complete(PREFIX + typed, SUFFIX, mode="line", cache=cache)
+        cold = s.complete(PREFIX + typed, SUFFIX, mode="line")
+        assert warm.text == cold.text and warm.trace.per_step == cold.trace.per_step
+    assert warm.trace.reused_tokens > 0.8 * warm.trace.prompt_tokens
+
+
+def test_special_tokens_other_than_eos_never_emitted(tiny_model, tokenizer):
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=16, max_tokens=48, threshold=0.0))
+    out = s.complete(PREFIX, SUFFIX, mode="block")
+    assert "<|" not in out.text
+
+
+# --- stops, through the sampler with a scripted model ------------------------------------------
+
+def scripted(tokenizer, text, block_size=8, conf=None, causal=False, eos=True):
+    ids = tokenizer.encode(text) + ([tokenizer.eos_id] if eos else [])
+    m = ScriptedModel(tokenizer, ids, conf=conf, causal=causal)
+    return Sampler(m, tokenizer, SamplerConfig(block_size=block_size, max_tokens=64, threshold=0.9))
+
+
+def test_eos_ends_the_completion(tokenizer):
+    out = scripted(tokenizer, "total / len(xs)").complete(PREFIX, "", mode="block")
+    assert out.text == "total / len(xs)" and out.stop == "eos"
+
+
+def test_line_mode_stops_at_end_of_line_early(tokenizer):
+    text = "total / len(xs)\n    print('never')\n" * 3
+    s = scripted(tokenizer, text, block_size=64)
+    out = s.complete(PREFIX, "", mode="line")
+    assert out.text == "total / len(xs)" and out.stop == "eol"
+    assert out.trace.steps == 1  # all confident: one step, and no second block
+
+
+def test_line_mode_stop_waits_for_the_newline_to_be_committed(tokenizer):
+    ids = tokenizer.encode("x + 1\nfoo()\n")
+    conf = [0.99] * len(ids)
+    nl = tokenizer.encode("x + 1\n").__len__() - 1
+    conf[nl] = 0.5  # the newline comes late: the text after it must not leak in
+    s = Sampler(ScriptedModel(tokenizer, ids + [tokenizer.eos_id], conf=conf + [0.99]),
+                tokenizer, SamplerConfig(block_size=16, max_tokens=16, threshold=0.9))
+    out = s.complete("y = ", "", mode="line")
+    assert out.text == "x + 1" and out.stop == "eol" and out.trace.steps == 2
+
+
+def test_block_mode_stops_at_dedent(tokenizer):
+    body = "if x:\n        y = 1\n    z = 2\nprint(z)\n"
+    out = scripted(tokenizer, body, block_size=8).complete("def f(x):\n    ", "", mode="block")
+    assert out.text == "if x:\n        y = 1\n    z = 2" and out.stop == "dedent"
+
+
+def test_block_mode_after_header_stops_at_same_indent(tokenizer):
+    body = "\n    return 1\ndef g():\n    pass\n"
+    out = scripted(tokenizer, body).complete("def f():", "", mode="block")
+    assert out.text == "\n    return 1" and out.stop == "dedent"
+
+
+def test_bracket_closed_by_the_suffix_is_not_repeated(tokenizer):
+    out = scripted(tokenizer, "a, b)").complete("print(", ")\n", mode="line")
+    assert out.text == "a, b" and out.stop == "brackets"
+
+
+def test_brackets_opened_in_the_completion_are_kept(tokenizer):
+    out = scripted(tokenizer, "f(a), [b]").complete("print(", ")\n", mode="line")
+    assert out.text == "f(a), [b]"
+
+
+def test_suffix_is_never_duplicated(tokenizer):
+    suffix = "\n    return total\n"
+    out = scripted(tokenizer, "for x in xs:\n        total += x\n    return total\n").complete(
+        "def s(xs):\n    total = 0\n    ", suffix, mode="block")
+    assert out.text == "for x in xs:\n        total += x" and out.stop in ("suffix", "dedent")
+    out = scripted(tokenizer, "total = sum(xs)\n    return total\n").complete(
+        "def s(xs):\n    ", suffix, mode="block")
+    assert out.text == "total = sum(xs)" and out.stop == "suffix"
+    # the rest of the cursor's line is not repeated either
+    out = scripted(tokenizer, "x, y):").complete("def f(", "):\n    pass\n", mode="line")
+    assert out.text == "x, y" and not (out.text + "):").count("):") > 1
+
+
+def test_ar_model_decodes_through_the_same_stops(tokenizer):
+    out = scripted(tokenizer, "total / len(xs)\nmore\n", causal=True).complete(PREFIX, "", mode="line")
+    assert out.text == "total / len(xs)" and out.trace.steps == out.trace.tokens
+
+
+def test_crlf_documents_get_crlf(tokenizer):
+    out = scripted(tokenizer, "\n    return 1\n").complete("def f():", "\r\n\r\nx = 1\r\n", mode="block")
+    assert out.text == "\r\n    return 1"

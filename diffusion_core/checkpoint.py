@@ -81,6 +81,9 @@ def load_config(directory: str | Path) -> tuple[ModelConfig, dict]:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
+        required = {"vocab_size", "n_layer", "n_head", "dim"}
+        if required - set(raw):
+            raise ValueError(f"missing keys {', '.join(sorted(required - set(raw)))}")
         known = {f for f in ModelConfig.__dataclass_fields__}
         extra = {k: v for k, v in raw.items() if k not in known}
         cfg = ModelConfig.from_dict({k: v for k, v in raw.items() if k in known})

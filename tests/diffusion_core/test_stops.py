@@ -36,7 +36,7 @@ def test_brackets_ignore_strings_and_comments():
 
 def test_suffix_repeat():
     assert stop("a = 1\n    b = 2\n", "    ", "\n    b = 2\n", mode="block") == (5, "suffix")
-    assert stop("ab = 1", "x", " = 1", final=True) == (2, "suffix")
+    assert stop("ab = 1", "x", " = 1", final=True) == (3, "suffix")
     assert stop("ab = 1", "x", " = 1", final=False) is None  # the line might go on
 
 

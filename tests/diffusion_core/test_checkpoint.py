@@ -1,0 +1,99 @@
+"""Checkpoint I/O: round trip, and one clear error naming the file for every kind of damage."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from dllm_ls.diffusion_core import checkpoint as ck
+from dllm_ls.diffusion_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dllm_ls.diffusion_core.model import ModelConfig, Transformer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_round_trip_gives_identical_logits(tiny_checkpoint, tiny_model):
+    model, tok = load_checkpoint(tiny_checkpoint)
+    idx = torch.randint(6, 500, (1, 12))
+    pos = torch.arange(12)[None]
+    torch.testing.assert_close(model(idx, pos), tiny_model(idx, pos), atol=0, rtol=0)
+    assert tok.vocab_size == 512
+    assert sorted(p.name for p in tiny_checkpoint.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_bf16_export_loads(tmp_path, tiny_model, tokenizer):
+    save_checkpoint(tmp_path, tiny_model, tokenizer, dtype=torch.bfloat16)
+    model, _ = load_checkpoint(tmp_path)
+    assert next(model.parameters()).dtype == torch.float32  # CPU inference runs in fp32
+    assert (tmp_path / "model.safetensors").stat().st_size < 0.6 * tiny_model.cfg.n_params() * 4
+
+
+def damage(ckpt: Path, name: str, data: bytes):
+    (ckpt / name).write_bytes(data)
+
+
+@pytest.mark.parametrize("name,data,pattern", [
+    ("model.safetensors", b"\x00garbage" * 10, "model.safetensors.*corrupt"),
+    ("model.safetensors", b"", "model.safetensors.*corrupt"),
+    ("config.json", b"{oops", "config.json.*invalid"),
+    ("config.json", b'{"dim": 30, "n_head": 4, "n_layer": 1, "vocab_size": 512}', "config.json.*invalid"),
+    ("config.json", b'{"wrong_key": 1}', "config.json.*missing keys"),
+    ("tokenizer.json", b"[]", "tokenizer.json"),
+])
+def test_damaged_file_is_named(tiny_checkpoint, name, data, pattern):
+    damage(tiny_checkpoint, name, data)
+    with pytest.raises(CheckpointError, match=pattern):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_truncated_weights(tiny_checkpoint):
+    p = tiny_checkpoint / "model.safetensors"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_mismatched_config_names_both_files(tiny_checkpoint):
+    cfg = json.loads((tiny_checkpoint / "config.json").read_text())
+    cfg["dim"] = 64
+    (tiny_checkpoint / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"model.safetensors.*does not match.*config.json.*shape"):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_tokenizer_larger_than_the_model(tmp_path, tokenizer):
+    m = Transformer(ModelConfig.from_name("test", vocab_size=256))
+    save_checkpoint(tmp_path, m, tokenizer)
+    with pytest.raises(CheckpointError, match="different models"):
+        load_checkpoint(tmp_path)
+
+
+def test_nan_weights_are_refused(tmp_path, tiny_model, tokenizer):
+    with torch.no_grad():
+        tiny_model.norm.weight[0] = float("nan")
+    save_checkpoint(tmp_path, tiny_model, tokenizer)
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("missing", ["config.json", "model.safetensors", "tokenizer.json"])
+def test_missing_file_is_named(tiny_checkpoint, missing):
+    (tiny_checkpoint / missing).unlink()
+    with pytest.raises(CheckpointError, match=missing):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_no_checkpoint_and_no_default_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setattr(ck, "DEFAULT_CHECKPOINT", tmp_path / "nothing")
+    with pytest.raises(CheckpointError, match="--checkpoint"):
+        ck.resolve_checkpoint(None)
+
+
+def test_no_pickle_anywhere():
+    """Checkpoints load from safetensors only: no torch.load, pickle or numpy object loading."""
+    pattern = re.compile(r"torch\.load\(|\bimport pickle\b|\bpickle\.load|allow_pickle=True")
+    offenders = [str(p) for d in ("diffusion_core", "trainer", "kernels", "lsp_server", "dllm_ls")
+                 for p in (REPO / d).rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders

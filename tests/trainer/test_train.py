@@ -1,0 +1,148 @@
+"""The training loop: exact resume, checkpoints without pickle, exports the sampler can use, AR, smoke."""
+
+import json
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from dllm_ls.cli import main as cli_main
+from dllm_ls.diffusion_core.checkpoint import load_checkpoint, load_config
+from dllm_ls.diffusion_core.model import ModelConfig
+from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
+from dllm_ls.diffusion_core.tokenizer import train_tokenizer
+from dllm_ls.trainer.data import tokenize_split
+from dllm_ls.trainer.objectives import validation_loss
+from dllm_ls.trainer.train import TrainConfig, lr_at, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = [p.read_text(encoding="utf-8") for p in sorted((stdlib / "json").glob("*.py"))]
+    tok = train_tokenizer(texts, 512)
+    tok.save(root / "tokenizer.json")
+    tokenize_split(texts[1:], tok, root / "data", "train", progress=False)
+    tokenize_split(texts[:1], tok, root / "data", "val", progress=False)
+    return root, texts
+
+
+def config(root, out, *, ar=False, **kw) -> TrainConfig:
+    base = dict(data_dir=str(root / "data"), tokenizer=str(root / "tokenizer.json"), out_dir=str(out),
+                model=ModelConfig(vocab_size=512, n_layer=2, n_head=2, dim=32, max_seq_len=64, causal=ar), ar=ar,
+                seq_len=64, batch_size=4, max_steps=8, warmup_steps=2, edit_frac=0.25, eval_every=4,
+                eval_batches=1, log_every=1, ckpt_every=100, progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(out) -> list[tuple]:
+    return [(r["step"], r.get("loss"), r.get("mask_loss"), r.get("edit_loss"), r.get("val_loss"))
+            for r in metrics(out)]
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(data, tmp_path):
+    root, _ = data
+    full = train(config(root, tmp_path / "full"))
+    assert full["steps"] == 8 and full["edit_start"] == 6
+    first = train(config(root, tmp_path / "split", stop_at_step=4))  # a session ends after step 4
+    assert first["stopped_early"] and first["steps"] == 4
+    second = train(config(root, tmp_path / "split"))  # new objects, resumed from the checkpoint
+    assert second["steps"] == 8 and not second["stopped_early"]
+    assert losses(tmp_path / "split") == losses(tmp_path / "full")
+    stages = [r["stage"] for r in metrics(tmp_path / "full") if "stage" in r]
+    assert stages == ["mask"] * 6 + ["edit"] * 2
+    a = load_file(str(tmp_path / "full" / "export" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "export" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run is not trained again
+    assert train(config(root, tmp_path / "full"))["steps"] == 8
+
+
+def test_checkpoint_holds_no_pickle_and_restores_the_optimizer(data, tmp_path):
+    root, _ = data
+    train(config(root, tmp_path, max_steps=3))
+    ck = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text()
+    assert sorted(p.name for p in ck.iterdir()) == ["config.json", "model.safetensors", "optim.safetensors",
+                                                    "state.json", "tokenizer.json"]
+    with safe_open(str(ck / "optim.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.endswith(".exp_avg_sq") for k in keys) and "rng.torch" in keys
+    state = json.loads((ck / "state.json").read_text())
+    assert state["run"]["step"] == 3 and state["run"]["done"]
+
+
+def test_exports_load_and_decode_with_the_sampler(data, tmp_path):
+    root, texts = data
+    train(config(root, tmp_path))
+    for name, stage in (("export", "edit"), ("export_mask", "mask")):
+        cfg, extra = load_config(tmp_path / name)
+        assert extra["trainer"]["stage"] == stage and not cfg.causal and cfg.max_seq_len == 64
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as f:
+            assert f.get_tensor("tok_emb.weight").dtype == torch.bfloat16
+        model, tok = load_checkpoint(tmp_path / name)
+        c = Sampler(model, tok, SamplerConfig(block_size=8, max_tokens=16)).complete("def f(x):\n", "", mode="block")
+        assert c.trace.steps >= 1 and c.trace.tokens <= 16
+    assert extra["trainer"]["steps"] == 6  # the mask-stage model is the one at the 80% switch
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    v = validation_loss(model, tok, texts[:2], seq_len=64, batch_size=2, n_batches=2)
+    assert v["kind"] == "nelbo" and 0 < v["loss"] < 20 and v == validation_loss(model, tok, texts[:2], seq_len=64,
+                                                                                 batch_size=2, n_batches=2)
+
+
+def test_ar_flag_trains_a_causal_model_that_decodes_through_extend(data, tmp_path, monkeypatch):
+    root, texts = data
+    s = train(config(root, tmp_path, ar=True, max_steps=6))
+    assert s["kind"] == "ar" and s["export_mask"] is None
+    assert {r["stage"] for r in metrics(tmp_path) if "stage" in r} == {"ar"}
+    model, tok = load_checkpoint(tmp_path / "export")
+    assert model.cfg.causal
+    calls = []
+    real = model.extend
+    monkeypatch.setattr(model, "extend", lambda *a, **k: calls.append(1) or real(*a, **k))
+    c = Sampler(model, tok, SamplerConfig(max_tokens=8)).complete("x = ", "", mode="line")
+    assert calls and c.trace.steps == c.trace.tokens == len(calls)
+    assert validation_loss(model, tok, texts[:1], seq_len=64, batch_size=2, n_batches=1)["kind"] == "ce"
+
+
+def test_time_budget_sets_the_total_and_keeps_the_stage_split(data, tmp_path):
+    root, _ = data
+    t0 = time.perf_counter()
+    s = train(config(root, tmp_path, max_steps=None, max_minutes=0.06, probe_steps=4, warmup_steps=4,
+                     eval_every=10**6, log_every=5))
+    wall = time.perf_counter() - t0
+    assert s["total_steps"] > 8 and s["edit_start"] == round(0.75 * s["total_steps"])
+    assert s["steps"] <= s["total_steps"] and s["export_mask"] is not None
+    assert wall < 0.06 * 60 + 3
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(data_dir="d", tokenizer="t", out_dir="o", lr=1.0, min_lr_frac=0.1, warmup_steps=10,
+                      max_steps=110)
+    assert lr_at(0, 110, cfg) == pytest.approx(0.1) and lr_at(9, 110, cfg) == pytest.approx(1.0)
+    assert lr_at(10, 110, cfg) == pytest.approx(1.0) and lr_at(110, 110, cfg) == pytest.approx(0.1)
+    assert lr_at(60, 110, cfg) == pytest.approx(0.55)
+    cfg.schedule = "wsd"
+    assert lr_at(80, 110, cfg) == pytest.approx(1.0) and lr_at(110, 110, cfg) == pytest.approx(0.1)
+
+
+def test_smoke_pipeline_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli_main(["train", "--smoke", "--out", str(out), "--max-steps", "20", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "smoke completion" in printed
+    for p in ("corpus/train.jsonl", "tokenizer.json", "data/train.meta.json", "diffusion/export/model.safetensors",
+              "diffusion/export_mask/model.safetensors", "diffusion/loss.png"):
+        assert (out / p).is_file(), p
+    stamp = (out / "tokenizer.json").stat().st_mtime_ns
+    assert cli_main(["train", "--smoke", "--ar", "--out", str(out), "--max-steps", "10", "--no-progress"]) == 0
+    assert (out / "tokenizer.json").stat().st_mtime_ns == stamp  # stages done once are reused
+    assert load_config(out / "ar" / "export")[0].causal

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,10 @@ from .tokenizer import Tokenizer
 
 RULES = ("threshold", "factor")
 CONFIDENCES = ("maxprob", "margin", "entropy")
+
+
+class CompletionCancelled(Exception):
+    """Raised by `Sampler.complete` when its `should_stop` callback says so (between steps)."""
 
 
 @dataclass(kw_only=True)
@@ -102,11 +107,13 @@ class Sampler:
 
     @torch.no_grad()
     def complete(self, prefix: str, suffix: str = "", mode: str = "line", cache: KVCache | None = None,
-                 cfg: SamplerConfig | None = None) -> Completion:
+                 cfg: SamplerConfig | None = None, should_stop: Callable[[], bool] | None = None) -> Completion:
         """Fill the text between prefix and suffix. mode: "line" or "block" (see stops.py).
 
         `cache` holds the KV of an earlier prompt of the same document; the longest common token
         prefix is reused and the rest computed, with results equal to a cold start.
+        `should_stop` is polled before every model step; when it returns True the call raises
+        CompletionCancelled, leaving `cache` valid (it holds only finished clean tokens).
         """
         cfg = cfg or self.cfg
         t0 = time.perf_counter()
@@ -131,9 +138,9 @@ class Sampler:
             if reuse == len(prompt):  # the logits of the last prompt token are not cached
                 cache.truncate(reuse - 1)
                 clean = prompt[reuse - 1:]
-            stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace)
+            stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace, should_stop)
         else:
-            stop, text = self._decode_blocks(clean, max_tokens, cache, ctx, cfg, trace)
+            stop, text = self._decode_blocks(clean, max_tokens, cache, ctx, cfg, trace, should_stop)
         if stop is None or stop[1] == "eos":  # the text is complete: apply the stops that wait for it
             reason = "max_tokens" if stop is None else "eos"
             stop = find_stop(text, ctx, final=True) or (len(text), reason)
@@ -148,23 +155,25 @@ class Sampler:
     def _text(self, ids: list[int]) -> str:
         return self.tok.decode(ids).replace("\r\n", "\n")
 
-    def _decode_blocks(self, clean, max_tokens, cache, ctx, cfg, trace):
+    def _decode_blocks(self, clean, max_tokens, cache, ctx, cfg, trace, should_stop=None):
         """Block after block until a stop; returns (stop (cut, reason) or None, text so far)."""
         generated: list[int] = []
         stop, text = None, ""
         while stop is None and len(generated) < max_tokens:
             b = min(cfg.block_size, max_tokens - len(generated))
-            block, stop, text = self._denoise_block(clean, b, cache, generated, ctx, cfg, trace)
+            block, stop, text = self._denoise_block(clean, b, cache, generated, ctx, cfg, trace, should_stop)
             clean = block
             generated += block
             trace.blocks += 1
         return stop, text
 
-    def _decode_ar(self, clean, max_tokens, cache, ctx, trace):
+    def _decode_ar(self, clean, max_tokens, cache, ctx, trace, should_stop=None):
         """Greedy next-token decoding for the autoregressive baseline (causal=True models)."""
         generated: list[int] = []
         text = ""
         while len(generated) < max_tokens:
+            if should_stop is not None and should_stop():
+                raise CompletionCancelled
             logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
             cache.append_tokens(clean)
             logits.masked_fill_(self.ban, float("-inf"))
@@ -182,7 +191,7 @@ class Sampler:
             clean = [t]
         return None, text
 
-    def _denoise_block(self, clean, b, cache, generated, ctx, cfg, trace):
+    def _denoise_block(self, clean, b, cache, generated, ctx, cfg, trace, should_stop=None):
         """Denoise one block of b tokens.
 
         Returns (its tokens, a stop (cut, reason) or None, the text generated so far (LF)).
@@ -194,6 +203,8 @@ class Sampler:
         clean_t = torch.tensor([clean], dtype=torch.long, device=dev).view(1, -1)
         first = True
         while bool(masked.any()):
+            if should_stop is not None and should_stop():
+                raise CompletionCancelled
             logits = self.model.step(clean_t if first else clean_t[:, :0], block, cache)[0]  # (b, V)
             if first:
                 cache.append_tokens(clean)

@@ -1,0 +1,171 @@
+"""`dllm-ls eval {q1,q2,loss}`: evaluate a checkpoint.
+
+    dllm-ls eval q1 --checkpoint DIR [--limit N] [--block-size B] [--threshold T] [--json PATH]
+    dllm-ls eval q2 --checkpoint DIR [--limit N] [--spans 200] [--seed 0] ...
+    dllm-ls eval loss --checkpoint DIR --data val.jsonl
+    dllm-ls eval q1 --oracle            # the held-out lines themselves: checks the harness (1.0)
+
+`--record` stores the headline figure in docs/results.json (Q1.pass_at_1, Q1.ar_pass_at_1, ...).
+torch is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import DllmError
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when present)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype (auto: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--json", metavar="PATH", help="write the figures (and per-task results) as JSON here")
+    p.add_argument("--record", nargs="?", const="auto", metavar="NAME",
+                   help="store the headline figure in --results under NAME "
+                        "(default name: Q1.pass_at_1, Q1.ar_pass_at_1, Q2.pass_at_1, ...)")
+    p.add_argument("--results", default="docs/results.json", metavar="PATH", help="results map for --record")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate a seeded sample of N tasks")
+    p.add_argument("--block-size", type=int, default=32, metavar="B")
+    p.add_argument("--threshold", type=float, default=0.9, metavar="T", help="commit confidence threshold")
+    p.add_argument("--rule", default="threshold", choices=["threshold", "factor"])
+    p.add_argument("--factor", type=float, default=1.0, help="Fast-dLLM factor (with --rule factor)")
+    p.add_argument("--max-tokens", type=int, default=block_default_tokens, metavar="N")
+    p.add_argument("--workers", type=int, default=0, help="test programs at once (default: CPUs)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-program time limit")
+    p.add_argument("--oracle", action="store_true", help="use the held-out text as the completion (no model)")
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    q1 = sub.add_parser("q1", help="HumanEval single-line infilling pass@1 (1033 tasks)")
+    _common(q1)
+    _infill(q1, 64)
+    q2 = sub.add_parser("q2", help="HumanEval multi-line infilling pass@1 (seeded spans of 2-6 lines)")
+    _common(q2)
+    _infill(q2, 192)
+    q2.add_argument("--spans", type=int, default=200, help="spans in the fixed subset")
+    q2.add_argument("--seed", type=int, default=0, help="seed of the subset")
+    loss = sub.add_parser("loss", help="validation loss (diffusion: masked CE / ELBO; AR: next-token CE)")
+    _common(loss)
+    loss.add_argument("--data", required=True, metavar="JSONL", help="corpus split, e.g. val.jsonl")
+    loss.add_argument("--seq-len", type=int, default=512)
+    loss.add_argument("--block-size", type=int, default=32)
+    loss.add_argument("--max-tokens", type=int, default=131_072, help="tokens of --data to evaluate")
+    loss.add_argument("--batch-size", type=int, default=4)
+
+
+def _command(args) -> str:
+    argv = sys.argv[1:]
+    if len(argv) >= 2 and argv[0] == "eval" and argv[1] == args.bench:
+        return "dllm-ls " + shlex.join(argv)
+    return f"dllm-ls eval {args.bench}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DllmError(f"--device {name}: no CUDA device is visible; use --device cpu")
+    return name
+
+
+def _load(args, device: str):
+    import torch
+
+    from ..diffusion_core.checkpoint import load_checkpoint, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    model, tok = load_checkpoint(ckpt, device=device, dtype=dtype)
+    return ckpt, model, tok
+
+
+def _write_json(path: str, text: str):
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text + "\n", encoding="utf-8")
+
+
+def run(args) -> int:
+    from . import eval as ev
+
+    if args.bench == "loss":
+        return _run_loss(args, ev)
+    from .humaneval import q1_tasks, q2_tasks, subsample
+    from .sandbox import SandboxConfig
+
+    bench = args.bench.upper()
+    if bench == "Q1":
+        tasks = q1_tasks()
+        print(f"Q1: {len(tasks)} tasks (every non-blank canonical-solution line)", file=sys.stderr)
+        mode = "line"
+    else:
+        tasks = q2_tasks(n=args.spans, seed=args.seed)
+        print(f"Q2: {len(tasks)} spans of 2-6 lines (seed {args.seed})", file=sys.stderr)
+        mode = "block"
+    tasks = subsample(tasks, args.limit)
+    if not tasks:
+        raise DllmError("no tasks to evaluate (--limit 0?)")
+    if args.oracle and args.record:
+        raise DllmError("--record with --oracle would store the harness check as a model's figure; drop one")
+    icfg = ev.InfillConfig(mode=mode, block_size=args.block_size, max_tokens=args.max_tokens,
+                           rule=args.rule, threshold=args.threshold, factor=args.factor)
+    sandbox = SandboxConfig(timeout_s=args.timeout, workers=args.workers)
+    if args.oracle:
+        device, ckpt, kind, complete = "cpu", "-", "oracle", ev.oracle_complete
+    else:
+        from ..diffusion_core.sampler import Sampler
+
+        device = _device(args.device)
+        ckpt, model, tok = _load(args, device)
+        kind = "ar" if model.cfg.causal else "diffusion"
+        complete = ev.sampler_complete(Sampler(model, tok), icfg)
+        complete(tasks[0])  # warm-up: allocations and kernels outside the timings
+    report = ev.EvalReport(benchmark=bench, checkpoint=str(ckpt), model=kind, device=ev.describe_machine(device),
+                           settings={**vars(icfg), "limit": args.limit, "timeout_s": args.timeout})
+    ev.run_infill(tasks, complete, report, sandbox=sandbox, progress=not args.quiet)
+    print(report.summary())
+    if args.json:
+        _write_json(args.json, report.to_json())
+    if args.record:
+        name = args.record if args.record != "auto" else f"{bench}.{'ar_' if kind == 'ar' else ''}pass_at_1"
+        ev.update_results_json(args.results, name, round(report.pass_at_1, 4), "fraction",
+                               report.device, _command(args))
+        print(f"recorded {name} = {report.pass_at_1:.4f} in {args.results}", file=sys.stderr)
+    return 0
+
+
+def _run_loss(args, ev) -> int:
+    import json
+
+    from .corpus import iter_texts
+
+    device = _device(args.device)
+    ckpt, model, tok = _load(args, device)
+    out = ev.validation_loss(model, tok, iter_texts(args.data), seq_len=args.seq_len,
+                             block_size=args.block_size, max_tokens=args.max_tokens, batch_size=args.batch_size)
+    out = {"checkpoint": str(ckpt), "data": args.data, "device": ev.describe_machine(device), **out}
+    print(json.dumps(out, indent=2, default=str))
+    if args.json:
+        _write_json(args.json, json.dumps(out, indent=2, default=str))
+    if args.record:
+        causal = model.cfg.causal
+        key = "ce_next_token" if causal else "elbo"
+        value = out.get(key, out.get("loss"))
+        if value is None:
+            raise DllmError(f"the validation loss gave no '{key}' figure to record: {sorted(out)}")
+        name = args.record if args.record != "auto" else ("loss.ar_val_ce" if causal else "loss.val_elbo")
+        ev.update_results_json(args.results, name, round(float(value), 4), "nats/token", out["device"],
+                               _command(args))
+    return 0

@@ -122,7 +122,9 @@ class Attention(nn.Module):
         else:  # a FlexAttention BlockMask (training on CUDA)
             from torch.nn.attention.flex_attention import flex_attention
 
-            y = flex_attention(q, k, v, block_mask=mask)
+            # v is a permuted view; under torch.compile a non-contiguous v gives wrong results
+            # (measured on CPU inductor, torch 2.13), so the kernel gets a contiguous copy
+            y = flex_attention(q, k, v.contiguous(), block_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, C))
 
 

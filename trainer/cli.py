@@ -94,7 +94,7 @@ def smoke_defaults(args):
     if args.batch_size == 32:
         args.batch_size = 8
     if args.max_steps is None and args.max_minutes is None:
-        args.max_steps = 60
+        args.max_steps = 150
     if args.warmup == 200:
         args.warmup = 10
     if args.eval_every == 250:

@@ -251,6 +251,27 @@ def _char_boundary(raw: bytes, i: int) -> int:
     return i
 
 
+def newline_tokens(tokenizer: Tokenizer) -> np.ndarray:
+    """Bool (V,): the token's text contains a newline."""
+    V = tokenizer.vocab_size
+    return np.asarray(["\n" in tokenizer.hf.decode([i], skip_special_tokens=False) for i in range(V)], dtype=bool)
+
+
+def is_line_aligned(tokenizer: Tokenizer, texts) -> bool:
+    """True when tokenising a text equals tokenising its lines one by one (and every newline ends a
+    token): then a document's tokens, cut at a line boundary, are exactly what tokenising the two
+    halves separately gives, and FIM examples can be cut from the stored tokens. The code BPE of
+    tokenizer_train.py has this property; GPT-2's regex (newline glued to the next indentation) has not."""
+    for text in texts:
+        lines = text.splitlines(keepends=True)
+        if not lines:
+            continue
+        by_line = [t for ids in tokenizer.encode_batch(lines) for t in ids]
+        if tokenizer.encode_batch([text])[0] != by_line:
+            return False
+    return True
+
+
 class SequenceSampler:
     """Training sequences of exactly seq_len tokens (see the module docstring)."""
 
@@ -258,7 +279,10 @@ class SequenceSampler:
         self.data, self.tok, self.cfg, self.seed = data, tokenizer, cfg, seed
         self.special = SpecialIds(pad=tokenizer.pad_id, mask=tokenizer.mask_id, eos=tokenizer.eos_id)
         self.cum = data.docs[1:]  # doc d holds the token indices [docs[d], docs[d+1])
-
+        self.has_nl = newline_tokens(tokenizer)
+        sample = [data.doc_text(d, 0, 20000).decode("utf-8", errors="ignore")
+                  for d in range(0, data.n_docs, max(1, data.n_docs // 16))][:16]
+        self.line_aligned = is_line_aligned(tokenizer, sample)
     def rng(self, step: int, rank: int = 0, micro: int = 0, stream: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, step, rank, micro, stream])
 
@@ -337,21 +361,76 @@ class SequenceSampler:
             return None
         return prefix, middle, suffix
 
-    def fim_segment(self, d: int, S: int, rng) -> tuple[np.ndarray, int] | None:
-        """(tokens, offset of the middle in them) of a FIM example fitting S positions, or None."""
+    def fim_tokens(self, d: int, S: int, rng):
+        """(prefix, middle, suffix) token arrays of a FIM example cut from the stored tokens of d.
+
+        Needs a line-aligned tokenizer: whole lines are token slices; a cursor inside a line only
+        re-tokenises the pieces of the lines it cuts. Returns None to fall back to fim_text.
+        """
         cfg = self.cfg
-        parts = self.fim_text(d, S, rng)
+        toks = self.data.doc_tokens(d)
+        a = self.data.text_offsets[d]
+        raw = np.asarray(self.data.text[a: a + self.data.doc_bytes(d)])
+        nl_t, nl_b = np.flatnonzero(self.has_nl[toks]), np.flatnonzero(raw == 10)
+        if len(nl_t) != len(nl_b) or len(raw) < 2:
+            return None
+        lb, lt = np.concatenate([[0], nl_b + 1]), np.concatenate([[0], nl_t + 1])  # line starts: bytes, tokens
+        if lb[-1] < len(raw):
+            lb, lt = np.append(lb, len(raw)), np.append(lt, len(toks))
+        n_lines = len(lb) - 1
+        u = rng.random()
+        if u < cfg.p_line + cfg.p_lines:
+            i = int(rng.integers(n_lines))
+            while i < n_lines and not raw[lb[i]:lb[i + 1]].tobytes().strip():
+                i += 1
+            if i == n_lines:
+                return None
+            j = min(n_lines, i + (1 if u < cfg.p_line else int(rng.integers(2, cfg.max_lines + 1))))
+            return toks[max(0, lt[i] - S): lt[i]], toks[lt[i]: lt[j]], toks[lt[j]: lt[j] + S]
+        c = _char_boundary(raw, int(rng.integers(len(raw))))
+        e = _char_boundary(raw, min(len(raw), c + int(rng.integers(1, cfg.max_span_chars + 1))))
+        if e <= c:
+            return None
+        j0 = int(np.searchsorted(lb, c, side="right")) - 1
+        j1 = int(np.searchsorted(lb, e, side="right")) - 1  # the line holding e (n_lines at the end)
+        end1 = lb[min(j1 + 1, n_lines)]
+        try:
+            parts = [raw[lb[j0]:c].tobytes().decode(), raw[c:e].tobytes().decode(), raw[e:end1].tobytes().decode()]
+        except UnicodeDecodeError:
+            return None
+        pre_part, mid, suf_part = (np.asarray(x, dtype=np.int64) for x in self.tok.encode_batch(parts))
+        nxt = lt[min(j1 + 1, n_lines)]
+        pre = np.concatenate([toks[max(0, lt[j0] - S): lt[j0]], pre_part])
+        return pre, mid, np.concatenate([suf_part, toks[nxt: nxt + S]])
+
+    def fim_segment(self, d: int, S: int, rng) -> tuple[np.ndarray, int] | None:
+        """(tokens, offset of the middle in them) of a FIM example fitting S positions, or None.
+
+        When cut, P keeps its tail starting at a line and S its head ending with a line, as the
+        prompt window does.
+        """
+        cfg = self.cfg
+        parts = self.fim_tokens(d, S, rng) if self.line_aligned else None
         if parts is None:
-            return None
-        pre, mid, suf = (np.asarray(x, dtype=np.int64) for x in self.tok.encode_batch(list(parts)))
+            text = self.fim_text(d, S, rng)
+            if text is None:
+                return None
+            parts = [np.asarray(x, dtype=np.int64) for x in self.tok.encode_batch(list(text))]
+        pre, mid, suf = parts
         ctx = S - 4 - len(mid)
-        if len(mid) > cfg.max_middle_tokens or ctx < 8:
+        if len(mid) == 0 or len(mid) > cfg.max_middle_tokens or ctx < 8:
             return None
-        if len(pre) + len(suf) > ctx:  # cut: the prefix keeps its tail, the suffix its head
+        if len(pre) + len(suf) > ctx:
             ns = min(len(suf), int(ctx * rng.uniform(*cfg.suffix_share)))
             np_ = min(len(pre), ctx - ns)
             ns = min(len(suf), ctx - np_)
-            pre, suf = pre[len(pre) - np_:], suf[:ns]
+            if np_ < len(pre):  # start at a line: after the first newline of the kept tail
+                cut = len(pre) - np_
+                nl = np.flatnonzero(self.has_nl[pre[cut:]])
+                pre = pre[cut + nl[0] + 1:] if len(nl) and nl[0] + 1 < np_ else pre[cut:]
+            if ns < len(suf):  # end with a whole line when the head holds one
+                nl = np.flatnonzero(self.has_nl[suf[:ns]])
+                suf = suf[: nl[-1] + 1] if len(nl) else suf[:ns]
         t = self.tok
         ids = np.concatenate([[t.fim_suffix_id], suf, [t.fim_prefix_id], pre, [t.fim_middle_id], mid, [t.eos_id]])
         return ids.astype(np.int64), len(suf) + len(pre) + 3

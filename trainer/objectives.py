@@ -104,12 +104,19 @@ def causal_mask_mod(b, h, q_idx, kv_idx):
     return kv_idx <= q_idx
 
 
+_CAUSAL_BLOCK_MASKS: dict = {}
+
+
 def flex_block_mask(L: int, bs: int, offset: torch.Tensor, *, ar: bool = False, compile: bool = True):
     """A FlexAttention BlockMask for the CUDA path (B varies only with the batch size)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     if ar:
-        return create_block_mask(causal_mask_mod, None, None, L, L, device=offset.device, _compile=compile)
+        key = (L, str(offset.device))
+        if key not in _CAUSAL_BLOCK_MASKS:
+            _CAUSAL_BLOCK_MASKS[key] = create_block_mask(causal_mask_mod, None, None, L, L, device=offset.device,
+                                                         _compile=compile)
+        return _CAUSAL_BLOCK_MASKS[key]
     bs_t = torch.tensor(bs, device=offset.device)  # a tensor, so a new block size does not recompile
     return create_block_mask(training_mask_mod(L, bs_t, offset), offset.shape[0], None, 2 * L, 2 * L,
                              device=offset.device, _compile=compile)

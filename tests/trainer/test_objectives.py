@@ -239,12 +239,22 @@ def test_edit_stage_batch_targets_clean_tokens():
 # --- data ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def corpus():
+@pytest.fixture(scope="module", params=["gpt2-bpe", "code-bpe"])
+def corpus(request):
+    """json's sources with a GPT-2-regex BPE (FIM cut in text) or the line-aligned code BPE (cut in tokens)."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = [p.read_text(encoding="utf-8") for p in sorted((stdlib / "json").glob("*.py"))]
-    tok = train_tokenizer(texts, 512)
+    if request.param == "gpt2-bpe":
+        tok = train_tokenizer(texts, 512)
+    else:
+        tok = pytest.importorskip("dllm_ls.trainer.tokenizer_train").train_code_tokenizer(texts, 512)
     return tok, TokenData.from_texts(tok, texts)
+
+
+def test_line_alignment_is_detected(corpus):
+    tok, data = corpus
+    s = SequenceSampler(data, tok, SequenceConfig(seq_len=128))
+    assert s.line_aligned == (tok.encode("if x:\n    y\n") == tok.encode("if x:\n") + tok.encode("    y\n"))
 
 
 def test_sampler_is_deterministic_per_step(corpus):
@@ -268,28 +278,31 @@ def test_fim_sequences_follow_the_prompt_order(corpus):
         assert row.index(tok.fim_prefix_id) < a - 1
         end = row.index(tok.eos_id, a)
         middle = tok.decode(row[a:end])
-        assert middle.strip() and middle.count("\n") <= 1 and "\n" not in middle[:-1]  # one line (Q1)
-        assert all(t == tok.pad_id for t in row[row.index(tok.pad_id):]) if tok.pad_id in row else True
+        assert middle.strip() and "\n" not in middle[:-1]  # one whole line (Q1)
+        prefix = tok.decode(row[row.index(tok.fim_prefix_id) + 1:a - 1])
+        assert prefix == "" or prefix.endswith("\n")  # the cursor at a line start
+        if tok.pad_id in row:
+            assert set(row[row.index(tok.pad_id):]) == {tok.pad_id}
 
 
-def test_fim_parts_are_tokenised_separately_like_a_prompt(corpus):
-    """M is tok.encode(middle text); P is a tail of tok.encode(prefix text), S a head of tok.encode(suffix)."""
+def test_fim_parts_are_what_a_prompt_tokenises(corpus):
+    """P + M + S is a piece of the document; M (and, when line-aligned, P and S) tokenise as text would."""
     tok, data = corpus
     s = SequenceSampler(data, tok, SequenceConfig(seq_len=512, p_fim=1.0), seed=1)
+    docs = [data.doc_text(d, 0, 10**9).decode() for d in range(data.n_docs)]
     checked = 0
-    for k in range(30):
+    for k in range(40):
         d = k % data.n_docs
-        parts = s.fim_text(d, 300, np.random.default_rng(k))
-        seg = s.fim_segment(d, 300, np.random.default_rng(k))  # the same draws
-        if parts is None or seg is None:
+        seg = s.fim_segment(d, 300, np.random.default_rng(k))
+        if seg is None:
             continue
-        pre, mid, suf = parts
-        assert pre + mid + suf in data.doc_text(d, 0, 10**9).decode()
         ids, a = seg[0].tolist(), seg[1]
         p_at = ids.index(tok.fim_prefix_id)
-        assert ids[a:-1] == tok.encode(mid) and ids[-1] == tok.eos_id and len(ids) <= 300
-        enc_pre, enc_suf = tok.encode(pre), tok.encode(suf)
-        got_pre, got_suf = ids[p_at + 1:a - 1], ids[1:p_at]
-        assert got_pre == enc_pre[len(enc_pre) - len(got_pre):] and got_suf == enc_suf[:len(got_suf)]
+        pre, mid, suf = ids[p_at + 1:a - 1], ids[a:-1], ids[1:p_at]
+        assert ids[-1] == tok.eos_id and len(ids) <= 300 and mid
+        assert tok.decode(pre) + tok.decode(mid) + tok.decode(suf) in docs[d]
+        assert tok.encode(tok.decode(mid)) == mid
+        if s.line_aligned:
+            assert tok.encode(tok.decode(pre)) == pre and tok.encode(tok.decode(suf)) == suf
         checked += 1
-    assert checked >= 10
+    assert checked >= 20

@@ -77,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser):
     t.add_argument("--peak-flops", type=float, default=989e12, help="per-device peak for MFU (H100 bf16 dense)")
     t.add_argument("--export-dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
     t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default; --smoke: 1)")
     t.add_argument("--no-progress", action="store_true")
 
 
@@ -94,7 +95,7 @@ def smoke_defaults(args):
     if args.batch_size == 32:
         args.batch_size = 8
     if args.max_steps is None and args.max_minutes is None:
-        args.max_steps = 150
+        args.max_steps = 100
     if args.warmup == 200:
         args.warmup = 10
     if args.eval_every == 250:
@@ -103,6 +104,8 @@ def smoke_defaults(args):
         args.eval_batches = 2
     if args.log_every == 10:
         args.log_every = 5
+    if args.threads == 0:
+        args.threads = 1  # a tiny model gains nothing from more, and spinning threads crawl on a busy CPU
 
 
 def model_config(args, vocab_size: int, bytes_per_param: int):
@@ -245,12 +248,16 @@ def run(args) -> int:
         objective=ObjectiveConfig(), data=SequenceConfig(seq_len=args.seq_len, p_fim=args.p_fim),
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
         log_every=args.log_every, seed=args.seed, compile=not args.no_compile, peak_flops=args.peak_flops,
-        export_dtype=args.export_dtype, workers=args.workers, device=args.device, progress=not args.no_progress)
+        export_dtype=args.export_dtype, workers=args.workers, device=args.device, threads=args.threads,
+        progress=not args.no_progress)
     summary = train(cfg)
     if rank != 0:
         return 0
     log(json.dumps(summary, indent=2))
     if args.smoke:
+        import torch
+
+        torch.set_num_threads(args.threads)
         _smoke_decode(Path(summary["export"]), log)
     log(f"done in {time.perf_counter() - t_start:.1f} s")
     return 0

@@ -382,7 +382,8 @@ def validation_loss(model, tokenizer, texts, *, seq_len: int = 256, batch_size: 
     """Validation NELBO per token (diffusion, mask stage, fixed block size) or CE (AR) of a model on texts.
 
     Deterministic for a given seed: the same sequences and noise every call. Returns
-    {"loss", "tokens", "kind"}; kind is "nelbo" (an upper bound on the NLL in nats/token) or "ce".
+    {"loss", "tokens", "kind", "elbo" | "ce_next_token", ...}; kind "nelbo" is an upper bound on the
+    NLL in nats/token, "ce" the AR next-token cross-entropy.
     """
     from .data import SequenceConfig, SequenceSampler, TokenData
 
@@ -396,7 +397,9 @@ def validation_loss(model, tokenizer, texts, *, seq_len: int = 256, batch_size: 
     model.eval()
     out = evaluate(TrainModule(model), batches, ar=ar, device=device)
     model.train(was_training)
-    return {**out, "kind": "ce" if ar else "nelbo"}
+    key = "ce_next_token" if ar else "elbo"  # the names eval.py records
+    return {**out, key: out["loss"], "kind": "ce" if ar else "nelbo", "seq_len": seq_len,
+            "block_size": 1 if ar else block_size}
 
 
 def eval_batches(sampler, n_batches: int, batch_size: int, block_size: int, *, ar: bool, seed: int):

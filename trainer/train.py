@@ -89,6 +89,7 @@ class TrainConfig:
     export_dtype: str = "bf16"
     workers: int = -1  # data-loader processes per rank; -1: 0 on CPU, up to 8 on CUDA
     device: str = "auto"
+    threads: int = 0  # CPU: torch intra-op threads (0 = torch's default; 1 suits tiny models on busy CPUs)
     progress: bool = True
 
     def __post_init__(self):
@@ -317,6 +318,16 @@ class MetricsLog:
 
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) a run in cfg.out_dir; returns the summary written to OUT/summary.json."""
+    threads = torch.get_num_threads()
+    if cfg.threads > 0:  # CPU intra-op threads, restored afterwards (the setting is process-wide)
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig) -> dict:
     dist = _Dist()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

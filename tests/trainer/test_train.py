@@ -36,7 +36,7 @@ def config(root, out, *, ar=False, **kw) -> TrainConfig:
     base = dict(data_dir=str(root / "data"), tokenizer=str(root / "tokenizer.json"), out_dir=str(out),
                 model=ModelConfig(vocab_size=512, n_layer=2, n_head=2, dim=32, max_seq_len=64, causal=ar), ar=ar,
                 seq_len=64, batch_size=4, max_steps=8, warmup_steps=2, edit_frac=0.25, eval_every=4,
-                eval_batches=1, log_every=1, ckpt_every=100, progress=False)
+                eval_batches=1, log_every=1, ckpt_every=100, progress=False, threads=1)
     return TrainConfig(**{**base, **kw})
 
 

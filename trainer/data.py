@@ -16,14 +16,17 @@ prompt order of the design,
 
     <|fim_suffix|> S <|fim_prefix|> P <|fim_middle|> M <|eos|>
 
-where P, M, S are cut from the document *in text* and tokenised separately, exactly as
-`prompt.build_prompt` tokenises an editor's prefix and suffix (a whole-document tokenisation would
-merge the newline and the next line's indentation into one token, which never happens at a
-prompt's end). M is one non-blank line (with its indentation and newline: Q1), a few lines (Q2), or
+where P, M, S are tokenised exactly as `prompt.build_prompt` tokenises an editor's prefix and
+suffix: each on its own. With a line-aligned tokenizer (tokenizer_train.py's code BPE: every line
+starts on a token boundary) that equals slicing the stored tokens at line boundaries, so whole-line
+examples cost no tokenisation and a cursor inside a line re-tokenises only the cut lines; with
+other tokenizers (GPT-2's regex glues a newline to the next indentation) the parts are cut in
+text and tokenised separately. M is one non-blank line (with its indentation and newline: Q1), a few lines (Q2), or
 a span of characters starting mid-line; P keeps its tail and S its head, as the prompt window does.
 Otherwise the segment is plain document text (whole-document tokenisation), with `<|eos|>` where
 the document ends. Every sequence is a pure function of (seed, step, rank, micro-batch): resuming at
-a step replays the same data without any saved sampler state.
+a step replays the same data without any saved sampler state. `StepStream` feeds the training loop
+(in DataLoader worker processes on GPU machines) with the model inputs of each step.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ import numpy as np
 
 from ..diffusion_core.tokenizer import Tokenizer
 from ..errors import DllmError
-from .objectives import SpecialIds, TokenDraw
+import torch
+
+from .objectives import SpecialIds, TokenDraw, ar_batch, diffusion_batch
 
 
 class DataError(DllmError):
@@ -434,3 +439,48 @@ class SequenceSampler:
         t = self.tok
         ids = np.concatenate([[t.fim_suffix_id], suf, [t.fim_prefix_id], pre, [t.fim_middle_id], mid, [t.eos_id]])
         return ids.astype(np.int64), len(suf) + len(pre) + 3
+
+
+# --- the stream of training steps ------------------------------------------------------------
+
+
+class StepStream(torch.utils.data.IterableDataset):
+    """The micro-batches of steps [start, stop) in order; worker w of W makes steps start+w, start+w+W, ..."""
+
+    def __init__(self, sampler: SequenceSampler, cfg, rank: int, start: int, stop: int,
+                 edit_start: int | None, draw):
+        """cfg: a TrainConfig (objective, grad_accum, batch_size, ar)."""
+        super().__init__()
+        self.sampler, self.cfg, self.rank = sampler, cfg, rank
+        self.start, self.stop, self.edit_start, self.draw = start, stop, edit_start, draw
+
+    def make(self, step: int) -> list[dict]:
+        cfg, s = self.cfg, self.sampler
+        sizes = cfg.objective.block_sizes
+        bs = sizes[int(s.rng(step, 0, 0, 1).integers(len(sizes)))]  # one block size per step, all ranks
+        edit = self.edit_start is not None and step >= self.edit_start and not cfg.ar
+        micro = []
+        for m in range(cfg.grad_accum):
+            x0, anchor = s.batch(step, cfg.batch_size, self.rank, m)
+            if cfg.ar:
+                b = ar_batch(x0, s.special)
+            else:
+                b = diffusion_batch(x0, anchor, bs, edit=edit, ids=s.special, cfg=cfg.objective,
+                                    rng=s.rng(step, self.rank, m, 2), draw=self.draw)
+            b["step"], b["edit"] = step, edit
+            micro.append(b)
+        return micro
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, W = (info.id, info.num_workers) if info is not None else (0, 1)
+        for step in range(self.start + w, self.stop, W):
+            yield self.make(step)
+
+
+def make_loader(stream: StepStream, workers: int, pin: bool):
+    if workers <= 0:
+        return iter(stream)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked after tokenising
+    return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
+                                            prefetch_factor=4, persistent_workers=False))

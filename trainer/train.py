@@ -40,9 +40,9 @@ from ..diffusion_core.checkpoint import save_checkpoint
 from ..diffusion_core.model import ModelConfig, Transformer
 from ..diffusion_core.tokenizer import Tokenizer
 from ..errors import DllmError
-from .data import SequenceConfig, SequenceSampler, TokenData
-from .objectives import (ObjectiveConfig, TrainModule, ar_batch, batch_mask, batch_positions, diffusion_batch,
-                         eval_batches, evaluate, loss_terms, step_flops)
+from .data import SequenceConfig, SequenceSampler, StepStream, TokenData, make_loader
+from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, eval_batches, evaluate,
+                         loss_terms, step_flops)
 
 EXPORT_MAX_BYTES = 32 * 1024 * 1024
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -225,50 +225,6 @@ def export(directory: Path, net, tok: Tokenizer, cfg: TrainConfig, state: RunSta
     if size > EXPORT_MAX_BYTES:
         print(f"warning: {directory}/model.safetensors is {size / 2**20:.1f} MiB, over the 32 MiB limit")
     return size
-
-
-# --- data stream ----------------------------------------------------------------------------------
-
-
-class StepStream(torch.utils.data.IterableDataset):
-    """The micro-batches of steps [start, stop) in order; worker w of W makes steps start+w, start+w+W, ..."""
-
-    def __init__(self, sampler: SequenceSampler, cfg: TrainConfig, rank: int, start: int, stop: int,
-                 edit_start: int | None, draw):
-        super().__init__()
-        self.sampler, self.cfg, self.rank = sampler, cfg, rank
-        self.start, self.stop, self.edit_start, self.draw = start, stop, edit_start, draw
-
-    def make(self, step: int) -> list[dict]:
-        cfg, s = self.cfg, self.sampler
-        sizes = cfg.objective.block_sizes
-        bs = sizes[int(s.rng(step, 0, 0, 1).integers(len(sizes)))]  # one block size per step, all ranks
-        edit = self.edit_start is not None and step >= self.edit_start and not cfg.ar
-        micro = []
-        for m in range(cfg.grad_accum):
-            x0, anchor = s.batch(step, cfg.batch_size, self.rank, m)
-            if cfg.ar:
-                b = ar_batch(x0, s.special)
-            else:
-                b = diffusion_batch(x0, anchor, bs, edit=edit, ids=s.special, cfg=cfg.objective,
-                                    rng=s.rng(step, self.rank, m, 2), draw=self.draw)
-            b["step"], b["edit"] = step, edit
-            micro.append(b)
-        return micro
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        w, W = (info.id, info.num_workers) if info is not None else (0, 1)
-        for step in range(self.start + w, self.stop, W):
-            yield self.make(step)
-
-
-def make_loader(stream: StepStream, workers: int, pin: bool):
-    if workers <= 0:
-        return iter(stream)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked after tokenising
-    return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
-                                            prefetch_factor=4, persistent_workers=False))
 
 
 # --- the loop ---------------------------------------------------------------------------------------

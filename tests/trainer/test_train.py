@@ -160,3 +160,10 @@ def test_smoke_pipeline_end_to_end(tmp_path, capsys):
     assert cli_main(["train", "--smoke", "--ar", "--out", str(out), "--max-steps", "6", "--no-progress"]) == 0
     assert (out / "tokenizer.json").stat().st_mtime_ns == stamp  # stages done once are reused
     assert load_config(out / "ar" / "export")[0].causal
+
+
+def test_data_loader_workers_give_the_same_run(data, tmp_path):
+    root, _ = data
+    train(config(root, tmp_path / "w0", max_steps=5, edit_frac=0.4, workers=0))
+    train(config(root, tmp_path / "w2", max_steps=5, edit_frac=0.4, workers=2))
+    assert losses(tmp_path / "w0") == losses(tmp_path / "w2")

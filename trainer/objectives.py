@@ -27,6 +27,20 @@ inference every block is denoised from all-masks on its own while earlier blocks
 (BD3-LM, Alg. 1); per-block t also gives each sequence many independent noise levels, which
 lowers the variance of the ELBO estimate. The draws are stratified over the batch (MDLM's
 low-discrepancy sampler).
+
+Loss (per valid token, pad excluded). Masked positions: the ELBO term, CE / t. Unmasked noisy
+positions (Seed's "every position predicted, no carry-over"): CE against x_0 with weight
+`keep_weight` = 0.1 in the mask stage, where the target is the visible token itself (it keeps the
+logits at unmasked positions a calibrated judgement of the token without spending much capacity
+on copying), and `edit_keep_weight` = 1.0 in the edit stage, where some visible tokens are wrong
+and the target is the clean one: that term is what teaches repair.
+
+Edit stage (Seed's edit corruption, both losses in every sequence): x_0 first gets
+k = floor(len * alpha_t), alpha_t ~ U[0, 0.1], random insert / delete / substitute operations,
+applied block by block so that every block starts aligned with the clean tokens before it (as at
+inference, where the prefix is exact and only the block under repair may be wrong); the result is
+then masked by q_xt as in the mask stage. Targets stay x_0 everywhere, so the masked ELBO term is
+kept and the unmasked term reconstructs the clean sequence.
 """
 
 from __future__ import annotations
@@ -252,6 +266,8 @@ def diffusion_batch(x0: np.ndarray, anchor: np.ndarray, bs: int, *, edit: bool, 
     off = anchor % bs
     base = x0
     if edit:
+        if draw is None:
+            raise ValueError("the edit stage needs a TokenDraw for inserted and substituted tokens")
         n_valid = valid.sum(1)
         alpha = rng.uniform(0.0, cfg.edit_alpha_max, B)
         base = np.stack([corrupt_blocks(x0[b], int(n_valid[b]), bs, int(off[b]), float(alpha[b]), rng, draw)

@@ -56,7 +56,9 @@ def plot_metrics(path: str | Path, png: str | Path, title: str = "") -> Path:
             if edit:
                 ax.plot([r["step"] for r in edit], _smooth([r["edit_loss"] for r in edit], k),
                         label="CE at corrupted tokens", alpha=0.7)
-                ax.axvline(edit[0]["step"], color="gray", ls="--", lw=1, label="edit stage")
+                before = [r["step"] for r in train if r["step"] < edit[0]["step"]]
+                ax.axvline(before[-1] if before else edit[0]["step"], color="gray", ls="--", lw=1,
+                           label="edit stage")
         ax2.plot(steps, [r["tokens_per_s"] for r in train], label="tokens/s")
         ax2b = ax2.twinx()
         ax2b.plot(steps, [100 * r["mfu"] for r in train], color="tab:orange", label="MFU %")

@@ -320,6 +320,11 @@ def _train(cfg: TrainConfig) -> dict:
     state = RunState(total_steps=None if cfg.max_minutes else cfg.max_steps)
     ck = latest_checkpoint(out)
     if ck is not None:
+        from ..diffusion_core.checkpoint import load_config
+
+        if asdict(load_config(ck)[0]) != asdict(cfg.model):
+            raise TrainError(f"{ck} holds a checkpoint of another model than the one asked for "
+                             f"(preset, size, seq_len or --ar differ); use another --out or delete {out}")
         state = load_train_checkpoint(ck, net, opt)
     if state.total_steps is not None and state.edit_start is None:
         state.edit_start = _edit_start(state.total_steps, cfg)

@@ -167,3 +167,29 @@ def test_data_loader_workers_give_the_same_run(data, tmp_path):
     train(config(root, tmp_path / "w0", max_steps=5, edit_frac=0.4, workers=0))
     train(config(root, tmp_path / "w2", max_steps=5, edit_frac=0.4, workers=2))
     assert losses(tmp_path / "w0") == losses(tmp_path / "w2")
+
+
+def test_resuming_with_another_model_is_a_clear_error(data, tmp_path):
+    from dllm_ls.errors import DllmError
+
+    root, _ = data
+    train(config(root, tmp_path, max_steps=2))
+    bigger = config(root, tmp_path, max_steps=4)
+    bigger.model = ModelConfig(vocab_size=512, n_layer=3, n_head=2, dim=32, max_seq_len=64)
+    with pytest.raises(DllmError, match="another model"):
+        train(bigger)
+
+
+def test_plots_overlay_runs(tmp_path):
+    from dllm_ls.trainer.plots import main as plots_main
+
+    for name, stage in (("diffusion", "mask"), ("ar", "ar")):
+        rows = [{"step": s, "loss": 5 - s / 10, "mask_loss": 5 - s / 10, "keep_loss": 0.1, "edit_loss": 0.0,
+                 "tokens": 100 * s, "tokens_per_s": 1000.0, "mfu": 0.1, "stage": stage} for s in range(1, 9)]
+        rows.append({"step": 8, "val_loss": 4.5, "tokens": 800})
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plots_main([str(tmp_path / "cmp.png"), f"diffusion={tmp_path / 'diffusion.jsonl'}",
+                       f"ar={tmp_path / 'ar.jsonl'}"]) == 0
+    assert plots_main([str(tmp_path / "one.png"), str(tmp_path / "diffusion.jsonl")]) == 0
+    for png in ("cmp.png", "one.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

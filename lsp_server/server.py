@@ -1,0 +1,308 @@
+"""The pygls language server: handlers translate lsprotocol types to the engine's dataclasses.
+
+Capabilities: `inlineCompletionProvider` (passed explicitly: pygls needs the options object),
+incremental text sync, the position encoding negotiated from the client's offer (UTF-16 by
+default), `executeCommandProvider` with `dllm.accept` (each item's command) and
+`dllm.telemetry`. Notifications to the client: `dllm/status` ({state: "loading" | "ready" |
+"busy" | "error" | "disabled", message, fix}) and `$/progress` while the model loads (and for
+requests that carry a workDoneToken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import uuid
+from collections.abc import Callable
+
+from lsprotocol import types as lsp
+from pygls.capabilities import ServerCapabilitiesBuilder
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError
+from pygls.lsp.server import LanguageServer
+
+from .. import __version__
+from ..errors import DllmError
+from .core_client import CoreClient
+from .documents import DocumentStore, TextChange, UnknownDocument
+from .engine import CompletionEngine, InlineQuery
+from .positions import PositionError
+from .protocol import INVALID_PARAMS, PARSE_ERROR, REQUEST_FAILED, DllmProtocol, is_parse_error
+from .settings import Settings, parse_settings
+
+log = logging.getLogger(__name__)
+
+STATUS = "dllm/status"
+ACCEPT, TELEMETRY = "dllm.accept", "dllm.telemetry"
+CoreFactory = Callable[[Settings], CoreClient]
+
+
+def default_core_factory(checkpoint: str | None = None, device: str = "auto", threads: int | None = None) -> CoreFactory:
+    """Cores in this process; the `checkpoint` setting wins over the command line's."""
+    def make(settings: Settings) -> CoreClient:
+        from .inprocess import InProcessCore
+
+        dev = settings.device if settings.device != "auto" else device
+        return InProcessCore(checkpoint=settings.checkpoint or checkpoint, device=dev, threads=threads)
+    return make
+
+
+class DllmServer(LanguageServer):
+    def __init__(self, core_factory: CoreFactory):
+        super().__init__("dllm-ls", __version__, protocol_cls=DllmProtocol,
+                         text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+        self.core_factory = core_factory
+        self.docs = DocumentStore()
+        self.settings = Settings()
+        self.core: CoreClient | None = None
+        self.engine: CompletionEngine | None = None
+        self._status: tuple | None = None
+        self._client_initialized = False
+        self._loading: asyncio.Task | None = None
+
+    # --- status ------------------------------------------------------------------------------
+
+    def send_status(self, state: str, message: str = "", fix: str = ""):
+        """`dllm/status`, only when it changes (and only once the client is initialized)."""
+        if state == "ready" and not message and self.core is not None:
+            h = self.core.health()
+            message = f"model {h.model} on {h.device}"
+        status = (state, message, fix)
+        if status == self._status or not self._client_initialized:
+            return
+        self._status = status
+        self.protocol.notify(STATUS, {"state": state, "message": message, "fix": fix})
+        if state == "error":
+            self.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Error,
+                                                         message=f"dllm-ls: {message}. Fix: {fix}" if fix else f"dllm-ls: {message}"))
+
+    def report_server_error(self, error, source):
+        """Errors outside a request: a parse error is answered (-32700); others are logged."""
+        if is_parse_error(error):
+            self.protocol.send_error(None, PARSE_ERROR, f"parse error: the message is not valid JSON ({error})")
+            return
+        log.warning("%s: %s", type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+
+    # --- the core ------------------------------------------------------------------------------
+
+    def start_core(self):
+        """(Re)start the core for the current settings, and report when its model is ready."""
+        old = self.core
+        self.core = self.core_factory(self.settings)
+        if self.engine is None:
+            self.engine = CompletionEngine(self.core, self.settings, on_status=self.send_status)
+        else:
+            self.engine.core = self.core
+        if old is not None:
+            asyncio.ensure_future(old.close())
+        if self._client_initialized:
+            self._loading = asyncio.ensure_future(self.watch_loading())
+
+    async def watch_loading(self):
+        core = self.core
+        token = None
+        self.send_status("loading", "loading the model")
+        try:
+            if _client_has(self.client_capabilities, "window", "work_done_progress"):
+                token = f"dllm-load-{uuid.uuid4()}"
+                await self.work_done_progress.create_async(token)
+                self.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title="dllm-ls", message="loading the model"))
+        except Exception as e:  # a client that refuses progress still gets dllm/status
+            log.info("no progress: %s", e)
+            token = None
+        health = await core.wait_ready()
+        if token is not None:
+            self.work_done_progress.end(token, lsp.WorkDoneProgressEnd(
+                message="model ready" if health.state == "ready" else f"model not loaded: {health.message}"))
+            self.work_done_progress.tokens.pop(token, None)
+        if core is not self.core:
+            return
+        if not self.settings.enable:
+            self.send_status("disabled", "inline completions are disabled (dllm.enable = false)")
+        elif health.state == "ready":
+            if not self.engine.busy:  # else the engine reports "ready" when its request is done
+                self.send_status("ready")
+        else:
+            self.send_status("error", health.message, health.fix)
+
+    def apply_settings(self, raw, *, restart: bool = True):
+        new, warnings = parse_settings(raw, self.settings)
+        if warnings:
+            self.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Warning,
+                                                           message="dllm-ls: " + "; ".join(warnings)))
+        old, self.settings = self.settings, new
+        if self.engine is not None:
+            self.engine.configure(new)
+        if restart and (old.checkpoint, old.device) != (new.checkpoint, new.device) and self.core is not None:
+            self.start_core()
+        elif old.enable != new.enable and self.core is not None:
+            if not new.enable:
+                self.send_status("disabled", "inline completions are disabled (dllm.enable = false)")
+            else:
+                self._loading = asyncio.ensure_future(self.watch_loading())
+
+
+def _client_has(caps, *path) -> bool:
+    node = caps
+    for name in path:
+        node = getattr(node, name, None)
+        if node is None:
+            return False
+    return bool(node)
+
+
+def _request_guard(fn):
+    """DllmErrors become RequestFailed (-32803) with their one-line message; anything unexpected
+    an InternalError without a traceback (the traceback goes to the server log)."""
+    @functools.wraps(fn)
+    async def wrapper(*args):
+        try:
+            return await fn(*args)
+        except (JsonRpcException, asyncio.CancelledError):
+            raise
+        except PositionError as e:
+            raise JsonRpcException(code=INVALID_PARAMS, message=str(e)) from None
+        except DllmError as e:
+            raise JsonRpcException(code=REQUEST_FAILED, message=str(e)) from None
+        except Exception as e:
+            log.exception("internal error in %s", fn.__name__)
+            raise JsonRpcInternalError(message=f"dllm-ls internal error ({type(e).__name__}: {e}); "
+                                       "see the server log (--log-file)") from None
+    return wrapper
+
+
+def _notification_guard(fn):
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return fn(*args)
+        except DllmError as e:
+            log.warning("%s", e)
+        except Exception:
+            log.exception("internal error in %s", fn.__name__)
+    return wrapper
+
+
+def _range(r: lsp.Range | None):
+    return None if r is None else ((r.start.line, r.start.character), (r.end.line, r.end.character))
+
+
+def create_server(core_factory: CoreFactory | None = None) -> DllmServer:
+    """The server, its handlers registered; `core_factory` makes the core from the settings."""
+    ls = DllmServer(core_factory or default_core_factory())
+
+    @ls.feature(lsp.INITIALIZE)
+    def initialize(params: lsp.InitializeParams):
+        # the encoding pygls advertises (negotiate_encoding makes the same choice; a test checks it)
+        chosen = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
+        ls.docs.encoding = getattr(chosen, "value", chosen)
+        ls.apply_settings(params.initialization_options, restart=False)
+        declared = _client_has(params.capabilities, "text_document", "inline_completion")
+        if not (declared or ls.settings.inline_completion):
+            ls.protocol.fm.feature_options[lsp.TEXT_DOCUMENT_INLINE_COMPLETION] = None  # not advertised
+            ls.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Info, message=(
+                "dllm-ls: this client does not declare textDocument.inlineCompletion; a plugin that sends "
+                "the request itself can opt in with initializationOptions {\"dllm\": {\"inlineCompletion\": true}}")))
+        ls.start_core()
+
+    @ls.feature(lsp.INITIALIZED)
+    async def initialized(params: lsp.InitializedParams):
+        ls._client_initialized = True
+        ls._loading = asyncio.ensure_future(ls.watch_loading())
+        if _client_has(ls.client_capabilities, "workspace", "configuration"):
+            await pull_configuration()
+
+    async def pull_configuration():
+        try:
+            got = await ls.workspace_configuration_async(lsp.ConfigurationParams(
+                items=[lsp.ConfigurationItem(section="dllm")]))
+        except Exception as e:
+            log.info("workspace/configuration failed: %s", e)
+            return
+        if got and isinstance(got[0], dict):
+            ls.apply_settings(got[0])
+
+    @ls.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    @_notification_guard
+    def did_change_configuration(params: lsp.DidChangeConfigurationParams):
+        if params.settings in (None, {}) and _client_has(ls.client_capabilities, "workspace", "configuration"):
+            asyncio.ensure_future(pull_configuration())  # the client wants us to pull
+        else:
+            ls.apply_settings(params.settings)
+
+    @ls.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+    @_notification_guard
+    def did_open(params: lsp.DidOpenTextDocumentParams):
+        d = params.text_document
+        ls.docs.open(d.uri, d.text, d.version, d.language_id)
+
+    @ls.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    @_notification_guard
+    def did_change(params: lsp.DidChangeTextDocumentParams):
+        changes = [TextChange(range=_range(getattr(c, "range", None)), text=c.text) for c in params.content_changes]
+        ls.docs.change(params.text_document.uri, params.text_document.version, changes)
+        ls.engine.keystroke(params.text_document.uri)
+
+    @ls.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    @_notification_guard
+    def did_close(params: lsp.DidCloseTextDocumentParams):
+        ls.docs.close(params.text_document.uri)
+        ls.engine.forget(params.text_document.uri)
+
+    @ls.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
+    @_request_guard
+    async def inline_completion(params: lsp.InlineCompletionParams):
+        doc = ls.docs.get(params.text_document.uri)
+        enc = ls.docs.encoding
+        index = doc.index  # positions of this version, even if the document changes meanwhile
+        pos = params.position
+        offset = index.offset(pos.line, pos.character, enc)
+        selected = None
+        info = params.context.selected_completion_info
+        if info is not None:
+            s = index.offset(info.range.start.line, info.range.start.character, enc)
+            e = index.offset(info.range.end.line, info.range.end.character, enc)
+            if s <= offset and e >= s:
+                selected = (s, e, info.text)
+        query = InlineQuery(uri=doc.uri, text=index.text, offset=offset, language_id=doc.language_id,
+                            eol=doc.eol, invoked=params.context.trigger_kind == lsp.InlineCompletionTriggerKind.Invoked,
+                            selected=selected)
+        token = params.work_done_token
+        if token is not None:
+            ls.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title="dllm-ls", message="completing"))
+        try:
+            suggestions = await ls.engine.complete(query)
+        finally:
+            if token is not None:
+                ls.work_done_progress.end(token, lsp.WorkDoneProgressEnd())
+                ls.work_done_progress.tokens.pop(token, None)
+        items = []
+        for sug in suggestions:
+            start, end = index.position(sug.start, enc), index.position(sug.end, enc)
+            items.append(lsp.InlineCompletionItem(
+                insert_text=sug.text,
+                range=lsp.Range(start=lsp.Position(*start), end=lsp.Position(*end)),
+                command=lsp.Command(title="dllm-ls: accepted", command=ACCEPT,
+                                    arguments=[{"id": sug.id, "uri": doc.uri, "length": len(sug.text),
+                                                "mode": sug.mode, "cached": sug.cached}])))
+        return lsp.InlineCompletionList(items=items)
+
+    @ls.command(ACCEPT)
+    def accept(*args):
+        info = args[0] if args and isinstance(args[0], dict) else {}
+        ls.engine.accept(str(info.get("id", "")), info.get("length", 0) if isinstance(info.get("length"), int) else 0)
+        return None
+
+    @ls.command(TELEMETRY)
+    def telemetry(*args):
+        return {"telemetry": ls.engine.telemetry.snapshot(), "core": ls.core.health().to_params(),
+                "settings": dataclasses.asdict(ls.settings), "position_encoding": ls.docs.encoding}
+
+    @ls.feature(lsp.SHUTDOWN)
+    async def shutdown(*args):
+        log.info("telemetry at shutdown: %s", ls.engine.telemetry.snapshot() if ls.engine else {})
+        if ls.core is not None:
+            await ls.core.close()
+
+    return ls

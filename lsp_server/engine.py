@@ -90,6 +90,7 @@ class _Shown:
     suffix: str
     texts: list[str]
     modes: list[str]
+    invoked: bool  # computed for an Invoked request: holds the alternatives
 
 
 class SuggestionCache:
@@ -98,13 +99,17 @@ class SuggestionCache:
     def __init__(self):
         self._shown: dict[str, _Shown] = {}
 
-    def store(self, uri: str, start: int, prefix: str, suffix: str, texts: list[str], modes: list[str]):
-        self._shown[uri] = _Shown(start=start, prefix=prefix, suffix=suffix, texts=texts, modes=modes)
+    def store(self, uri: str, start: int, prefix: str, suffix: str, texts: list[str], modes: list[str],
+              invoked: bool = False):
+        self._shown[uri] = _Shown(start=start, prefix=prefix, suffix=suffix, texts=texts, modes=modes, invoked=invoked)
 
-    def lookup(self, uri: str, start: int, prefix: str, suffix: str) -> list[tuple[str, str]] | None:
-        """(remaining text, mode) of each shown suggestion that what was typed since agrees with."""
+    def lookup(self, uri: str, start: int, prefix: str, suffix: str, invoked: bool = False) -> list[tuple[str, str]] | None:
+        """(remaining text, mode) of each shown suggestion that what was typed since agrees with.
+        An Invoked request (the user asks for alternatives) only takes suggestions computed for one."""
         s = self._shown.get(uri)
         if s is None or s.start != start or s.suffix != suffix or not prefix.startswith(s.prefix):
+            return None
+        if invoked and not s.invoked:
             return None
         typed = prefix[len(s.prefix):]
         rest = [(t[len(typed):], m) for t, m in zip(s.texts, s.modes) if t.startswith(typed) and len(t) > len(typed)]
@@ -177,8 +182,9 @@ class CompletionEngine:
         prefix, suffix, window_start = prompt_window(before, after)
         seq = next(self._ids)
 
-        hit = self.cache.lookup(q.uri, window_start, prefix, suffix) if s.suggestion_cache else None
+        hit = self.cache.lookup(q.uri, window_start, prefix, suffix, q.invoked) if s.suggestion_cache else None
         if hit is not None:
+            hit = hit if q.invoked else hit[:1]  # Automatic: one item
             self.telemetry.cache_hits += 1
             self.telemetry.shown += 1
             return self._suggestions(q, hit, start, end, seq, cached=True)
@@ -207,7 +213,7 @@ class CompletionEngine:
             if results is None:
                 return []
             texts = [t for t, _ in results]
-            self.cache.store(q.uri, window_start, prefix, suffix, texts, [m for _, m in results])
+            self.cache.store(q.uri, window_start, prefix, suffix, texts, [m for _, m in results], q.invoked)
             if results:
                 self.telemetry.shown += 1
                 self.telemetry.latencies_ms.append((self.clock() - t0) * 1000)

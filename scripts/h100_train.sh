@@ -16,6 +16,7 @@ if [ ! -f /tmp/site/.ok ]; then
   touch /tmp/site/.ok
 fi
 export PYTHONPATH=/tmp/site
+cd /tmp  # not the checkout: its dllm_ls/ folder would shadow the installed package
 DLLM="python3 -m dllm_ls.cli"
 BATCH=${BATCH:-64}
 

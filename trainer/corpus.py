@@ -19,10 +19,11 @@ site-packages) for `*.py` files and keeps a file only when it is
 Split: the unit is the *package* (the top-level package or module name under its root, e.g.
 `email`, `numpy`, `six`); top-level names that one installed distribution owns (from its
 `*.dist-info/RECORD`: `torch`, `torchgen`, `functorch`) form one split group, so related code
-never straddles the split. A group goes to validation when the hash of "seed:group" falls below
-`val_fraction` (about 2% of the packages; at least one group each side when there are two or
-more). Files are processed train-first, so a text shared by a train and a validation package is
-kept in train only.
+never straddles the split. Groups are offered to validation in the order of hash("seed:group")
+and join while they fit a budget of `val_fraction` of the bytes: about 2% of the text, however
+large the packages (a plain hash threshold once put `transformers`, 10% of a 340 MB corpus, into
+validation). At least one group goes each side when there are two or more. Files are processed
+train-first, so a text shared by a train and a validation package is kept in train only.
 
 Output: `train.jsonl`, `val.jsonl` (one `{"path", "package", "text"}` per file; text with LF line
 ends, any BOM removed) and `corpus_stats.json`. Order and content depend only on the files and the
@@ -132,9 +133,9 @@ def package_of(rel: Path) -> str:
     return first[:-3] if len(rel.parts) == 1 and first.endswith(".py") else first
 
 
-def split_is_val(group: str, val_fraction: float, seed: int) -> bool:
-    h = hashlib.sha256(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < val_fraction
+def split_rank(group: str, seed: int) -> bytes:
+    """The order in which split groups are offered to the validation split."""
+    return hashlib.sha256(f"{seed}:{group}".encode()).digest()
 
 
 def _distribution_groups(root: Path) -> dict[str, str]:
@@ -295,15 +296,29 @@ def _process(item: tuple[int, str, str, str]):
 
 # --- the build --------------------------------------------------------------------------------
 
-def _assign_split(files, val_fraction: float, seed: int) -> set[str]:
-    groups = sorted({g for *_, g in files})
-    val = {g for g in groups if split_is_val(g, val_fraction, seed)}
-    if val_fraction > 0 and len(groups) >= 2:
-        rank = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).digest())
+def _assign_split(files, roots: list[str], val_fraction: float, seed: int, max_file_bytes: int) -> set[str]:
+    """The validation groups: in the order of hash("seed:group"), each group that still fits the
+    budget of val_fraction of the bytes joins (so about val_fraction of the text, whatever the
+    package sizes), with at least one group on each side when there are two or more."""
+    size: dict[str, int] = {}
+    for ri, rel, _, group in files:
+        try:
+            n = os.path.getsize(os.path.join(roots[ri], rel))
+        except OSError:
+            n = 0
+        size[group] = size.get(group, 0) + (n if n <= max_file_bytes else 0)
+    budget = val_fraction * sum(size.values())
+    val: set[str] = set()
+    used = 0
+    for g in sorted(size, key=lambda g: split_rank(g, seed)):
+        if used + size[g] <= budget:
+            val.add(g)
+            used += size[g]
+    if val_fraction > 0 and len(size) >= 2:
         if not val:
-            val = {rank[0]}
-        if val == set(groups):
-            val.discard(rank[-1])
+            val = {min(size, key=lambda g: (size[g], split_rank(g, seed)))}
+        if val == set(size):
+            val.discard(max(size, key=lambda g: (size[g], split_rank(g, seed))))
     return val
 
 
@@ -328,14 +343,14 @@ def build_corpus(roots: list[Path] | None, out_dir: Path, *, val_fraction: float
     files = list_files(roots)
     if not files:
         raise CorpusError(f"no .py files under {', '.join(map(str, roots))}")
-    val_groups = _assign_split(files, val_fraction, seed)
+    root_strs = [str(r.resolve()) for r in roots]
+    val_groups = _assign_split(files, root_strs, val_fraction, seed, cfg.max_file_bytes)
     files.sort(key=lambda f: (f[3] in val_groups, f[0], f[1]))  # train first: shared texts stay in train
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, workers or os.cpu_count() or 1)
     stats = CorpusStats(roots=[str(r) for r in roots], val_fraction=val_fraction, seed=seed, workers=workers)
-    root_strs = [str(r.resolve()) for r in roots]
     seen: set[bytes] = set()
     train_pkgs: set[str] = set()
     val_pkgs: set[str] = set()

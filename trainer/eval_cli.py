@@ -39,7 +39,11 @@ def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
     p.add_argument("--rule", default="threshold", choices=["threshold", "factor"])
     p.add_argument("--factor", type=float, default=1.0, help="Fast-dLLM factor (with --rule factor)")
     p.add_argument("--max-tokens", type=int, default=block_default_tokens, metavar="N")
-    p.add_argument("--workers", type=int, default=0, help="test programs at once (default: CPUs)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="test programs at once (default: the CPUs, less --threads on a CPU device)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads for the model (default: half the CPUs on a CPU device; "
+                        "the tests share the cores, and oversubscribed torch threads run ~10x slower)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-program time limit")
     p.add_argument("--oracle", action="store_true", help="use the held-out text as the completion (no model)")
 
@@ -78,6 +82,20 @@ def _device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DllmError(f"--device {name}: no CUDA device is visible; use --device cpu")
     return name
+
+
+def _share_cpus(args, device: str) -> int:
+    """Split the cores between the model (torch threads) and the test programs; returns the workers."""
+    import os
+
+    import torch
+
+    cpus = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return args.workers or cpus
+    threads = args.threads = args.threads or max(1, cpus // 2)
+    torch.set_num_threads(threads)
+    return args.workers or max(1, cpus - threads)
 
 
 def _load(args, device: str):
@@ -128,12 +146,14 @@ def run(args) -> int:
         from ..diffusion_core.sampler import Sampler
 
         device = _device(args.device)
+        sandbox.workers = _share_cpus(args, device)
         ckpt, model, tok = _load(args, device)
         kind = "ar" if model.cfg.causal else "diffusion"
         complete = ev.sampler_complete(Sampler(model, tok), icfg)
         complete(tasks[0])  # warm-up: allocations and kernels outside the timings
     report = ev.EvalReport(benchmark=bench, checkpoint=str(ckpt), model=kind, device=ev.describe_machine(device),
-                           settings={**vars(icfg), "limit": args.limit, "timeout_s": args.timeout})
+                           settings={**vars(icfg), "limit": args.limit, "timeout_s": args.timeout,
+                                     "workers": sandbox.workers, "threads": args.threads})
     ev.run_infill(tasks, complete, report, sandbox=sandbox, progress=not args.quiet)
     print(report.summary())
     if args.json:

@@ -80,7 +80,7 @@ async def test_automatic_request_on_a_python_file_returns_one_item_with_a_comman
 
 async def test_invoked_request_returns_distinct_items(client):
     items = items_of(await client.text_document_inline_completion_async(inline(URI, client.cursor, invoked=True)))
-    assert 1 <= len(items) <= 3
+    assert 2 <= len(items) <= 3  # the variants (other mode, careful decode) differ for this model
     assert len({i.insert_text for i in items}) == len(items)
     health = (await telemetry(client))["core"]
     assert health["max_inflight_per_document"] == 1 and health["running"] == 0

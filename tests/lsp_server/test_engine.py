@@ -133,6 +133,10 @@ def test_typing_into_the_suggestion_stays_a_cache_hit():
     assert len(core.requests) == 1 and e.telemetry.cache_hits == 1
     assert run(e.complete(query("x = fob|\n")))[0].cached is False  # typed something else
     assert len(core.requests) == 2
+    # asking explicitly for alternatives computes them; typing into those is a hit for either trigger
+    assert run(e.complete(query("x = fob|\n", invoked=True)))[0].cached is False
+    assert run(e.complete(query("x = fobf|\n", invoked=True)))[0].cached is True
+    assert run(e.complete(query("x = fobfo|\n")))[0].cached is True
 
 
 def test_selected_completion_info():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dllm_ls.trainer.corpus import (CorpusConfig, CorpusError, CorpusStats, build_corpus, check_text,
-                                    iter_records, iter_texts, list_files, module_header, split_is_val)
+                                    iter_records, iter_texts, list_files, module_header, split_rank)
 from dllm_ls.trainer.humaneval import load_problems
 
 
@@ -92,35 +92,43 @@ def test_module_header_is_comments_and_docstring_only():
 def test_split_by_package_is_disjoint_and_deterministic(tmp_path):
     root = tmp_path / "src"
     names = [f"pkg{i:03d}" for i in range(120)]
-    for n in names:
+    for i, n in enumerate(names):
         write(root, f"{n}/__init__.py", code(n + "_init"))
-        write(root, f"{n}/sub/mod.py", code(n + "_mod"))
+        write(root, f"{n}/sub/mod.py", code(n + "_mod", 6 + i % 7))
+    write(root, "giant/mod.py", code("giant", 200))  # ~4% of the bytes: would overshoot alone
     a = build_corpus([root], tmp_path / "a", val_fraction=0.1, workers=1)
     b = build_corpus([root], tmp_path / "b", val_fraction=0.1, workers=2)
     train = {r["package"] for r in records(tmp_path / "a", "train")}
     val = {r["package"] for r in records(tmp_path / "a", "val")}
-    assert train and val and not train & val and train | val == set(names)
-    assert val == {n for n in names if split_is_val(n, 0.1, 0)}
-    assert 4 <= len(val) <= 24  # ~10% of 120
+    assert train and val and not train & val and train | val == set(names) | {"giant"}
+    assert 0.08 <= a.val_bytes / a.bytes <= 0.1  # the byte budget is filled, not overshot
     assert a.val_packages == sorted(val) and a.train_packages == len(train)
+    first = min(names + ["giant"], key=lambda g: split_rank(g, 0))
+    assert first in val or first == "giant"  # groups are offered in hash order
     for s in ("train", "val"):  # same output whatever the number of workers
         assert (tmp_path / "a" / f"{s}.jsonl").read_bytes() == (tmp_path / "b" / f"{s}.jsonl").read_bytes()
     c = build_corpus([root], tmp_path / "c", val_fraction=0.1, seed=1, workers=1)
     assert set(c.val_packages) != val  # the seed changes the split
 
 
-def test_shared_text_stays_in_train(tmp_path):
-    names = [f"p{i}" for i in range(200)]
-    v = next(n for n in names if split_is_val(n, 0.5, 0))
-    t = next(n for n in names if not split_is_val(n, 0.5, 0))
+def test_big_package_does_not_swamp_validation(tmp_path):
     root = tmp_path / "src"
-    write(root, f"{v}/shared.py", code("shared"))  # sorts before the train copy by path
-    write(root, f"{t}/shared.py", code("shared"))
-    write(root, f"{v}/own.py", code("own"))
+    for i in range(40):
+        write(root, f"small{i}/m.py", code(f"small{i}"))
+    write(root, "huge/m.py", code("huge", 3000))  # bigger than all the others together
+    stats = build_corpus([root], tmp_path / "out", val_fraction=0.2, max_file_bytes=10**6, workers=1)
+    assert "huge" not in stats.val_packages and 0 < stats.val_bytes <= 0.2 * stats.bytes
+
+
+def test_shared_text_stays_in_train(tmp_path):
+    root = tmp_path / "src"
+    for n in ("p0", "p1"):
+        write(root, f"{n}/shared.py", code("shared"))
     stats = build_corpus([root], tmp_path / "out", val_fraction=0.5, workers=1)
-    assert [r["package"] for r in records(tmp_path / "out", "train")] == [t]
-    assert [Path(r["path"]).name for r in records(tmp_path / "out", "val")] == ["own.py"]
-    assert stats.dropped["duplicate"] == 1
+    val = min(("p0", "p1"), key=lambda g: split_rank(g, 0))  # the first offered fills the budget
+    train = "p1" if val == "p0" else "p0"
+    assert [r["package"] for r in records(tmp_path / "out", "train")] == [train]
+    assert records(tmp_path / "out", "val") == [] and stats.dropped["duplicate"] == 1
 
 
 def test_at_least_one_val_package(tmp_path):

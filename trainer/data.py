@@ -481,6 +481,9 @@ class StepStream(torch.utils.data.IterableDataset):
 def make_loader(stream: StepStream, workers: int, pin: bool):
     if workers <= 0:
         return iter(stream)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked after tokenising
+    # The workers are forked after the tokenizer's thread pool has run; a forked child that uses
+    # that pool deadlocks. Even an explicit TOKENIZERS_PARALLELISM=true is overridden: with it, the
+    # first H100 run hung forever with every worker asleep (reproduced on CPU, see test_train.py).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
                                             prefetch_factor=4, persistent_workers=False))

@@ -193,3 +193,18 @@ def test_plots_overlay_runs(tmp_path):
     assert plots_main([str(tmp_path / "one.png"), str(tmp_path / "diffusion.jsonl")]) == 0
     for png in ("cmp.png", "one.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loader_workers_survive_an_explicit_tokenizers_parallelism(tmp_path):
+    """Regression: with TOKENIZERS_PARALLELISM=true the forked data-loader workers deadlocked
+    (the first H100 run hung with every process asleep). The run must finish."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "true"}
+    r = subprocess.run([sys.executable, "-m", "dllm_ls.cli", "train", "--smoke", "--out", str(tmp_path / "run"),
+                        "--workers", "2", "--max-steps", "6", "--no-progress"],
+                       env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "run" / "diffusion" / "export" / "model.safetensors").is_file()

@@ -63,7 +63,16 @@ class Tokenizer:
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+        """Token ids of each text, on all cores; a lone surrogate is refused as in `encode`."""
+        try:
+            return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+        except (UnicodeEncodeError, TypeError, ValueError):
+            for n, t in enumerate(texts):
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise TokenizerError(f"text {n} is not valid Unicode at offset {e.start} (lone surrogate)") from None
+            raise
 
     def decode(self, ids) -> str:
         """Text of ids; special tokens are dropped."""

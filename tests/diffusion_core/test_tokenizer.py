@@ -61,6 +61,8 @@ def test_special_ids_are_distinct_and_present(tokenizer):
 def test_lone_surrogate_is_refused_clearly(tokenizer):
     with pytest.raises(TokenizerError, match="surrogate"):
         tokenizer.encode("x = '\udc80'")
+    with pytest.raises(TokenizerError, match="text 1 .*surrogate"):
+        tokenizer.encode_batch(["fine", "x = '\udc80'"])
 
 
 def test_bad_tokenizer_file_names_the_file(tmp_path):

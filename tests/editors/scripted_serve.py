@@ -1,0 +1,74 @@
+"""`dllm-ls serve` whose model writes a known document: the editor tests' predictable ghost text.
+
+    python -m tests.editors.scripted_serve --document FILE -- [dllm-ls serve arguments]
+
+This is the real `dllm-ls serve` (the console script's `main`, the real InProcessCore, sampler,
+engine, post-processing and protocol); the only test-only part is the model: the checkpoint loads
+as usual, then its model is replaced by `DocumentModel`, which continues the prompt's prefix along
+FILE's text (its eos when the prefix is not a prefix of FILE). It is stateless (it reads the prompt
+from the KV cache's token ids), so cache reuse across keystrokes behaves as with a real model.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn as nn
+
+
+class DocumentModel(nn.Module):
+    """Predicts, at the k-th generated position, the k-th token of the rest of `document`."""
+
+    def __init__(self, tokenizer, document: str, cfg):
+        super().__init__()
+        from dllm_ls.diffusion_core.model import ModelConfig
+
+        self.cfg = ModelConfig(vocab_size=cfg.vocab_size, n_layer=1, n_head=1, dim=8,
+                               max_seq_len=cfg.max_seq_len, causal=False)
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.tok, self.document = tokenizer, document
+        self._targets: dict[tuple, list[int]] = {}
+
+    def _target(self, prompt: tuple) -> list[int]:
+        if prompt not in self._targets:
+            p = len(prompt) - 1 - prompt[::-1].index(self.tok.fim_prefix_id) if self.tok.fim_prefix_id in prompt else -1
+            prefix = self.tok.decode(list(prompt[p + 1:-1])) if p >= 0 else ""
+            rest = self.document[len(prefix):] if self.document.startswith(prefix) else ""
+            self._targets[prompt] = (self.tok.encode(rest) if rest else []) + [self.tok.eos_id]
+        return self._targets[prompt]
+
+    def step(self, clean, block, cache):
+        ids = list(cache.tokens) + clean[0].tolist()
+        cache.advance(clean.shape[1])
+        mid = len(ids) - 1 - ids[::-1].index(self.tok.fim_middle_id)
+        target = self._target(tuple(ids[: mid + 1]))
+        start = len(ids) - mid - 1  # generated tokens already clean
+        out = torch.full((block.shape[1], self.cfg.vocab_size), -30.0)
+        for row in range(block.shape[1]):
+            k = start + row
+            out[row, target[k] if k < len(target) else self.tok.eos_id] = 0.0
+        return out[None]
+
+
+def main(argv: list[str]) -> int:
+    doc_path = argv[argv.index("--document") + 1]
+    serve_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    with open(doc_path, encoding="utf-8") as f:
+        document = f.read()
+
+    from dllm_ls import cli
+    from dllm_ls.diffusion_core import checkpoint
+
+    real_load = checkpoint.load_checkpoint
+
+    def load_checkpoint(path, *args, **kwargs):
+        model, tok = real_load(path, *args, **kwargs)
+        return DocumentModel(tok, document, model.cfg), tok
+
+    checkpoint.load_checkpoint = load_checkpoint
+    return cli.main(["serve", *serve_args])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

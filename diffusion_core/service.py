@@ -1,0 +1,371 @@
+"""The core's engine behind the daemon: the model, per-document sessions, one worker thread.
+
+Everything that touches the model runs in one worker thread, in order: the checkpoint load, the
+requests, checkpoint reloads (between requests, so a request never mixes two models). Callers in
+other threads (the daemon's event loop) `submit` a request and get a `concurrent.futures.Future`.
+
+Sessions: per document (uri) the KV cache of its last prompt, whose token ids the cache keeps;
+the sampler reuses the longest common token prefix and computes only the rest, with results equal
+to a cold start. Their memory is bounded: an LRU by bytes (`KVCache.nbytes`).
+
+Cancellation: a request's stop event is polled before every denoising step (the sampler's
+`should_stop`); a newer request for the same document from the same client supersedes the older.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+from ..errors import DllmError
+from .rpc import CANCELLED, INTERNAL, INVALID_PARAMS, UNAVAILABLE, RpcError
+
+log = logging.getLogger(__name__)
+
+MODES = ("line", "block")
+NO_MODEL_FIX = ("start the core with `dllm-ls core --checkpoint DIR` (a directory with config.json, "
+                "model.safetensors, tokenizer.json; train one with `dllm-ls train`)")
+
+
+def default_threads() -> int:
+    """CPU threads for the model: $OMP_NUM_THREADS, else half the cores (at most 8)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+@dataclasses.dataclass(kw_only=True)
+class CompleteParams:
+    """The params map of `complete` (the fields of lsp_server's CompletionRequest)."""
+    id: int
+    uri: str
+    prefix: str
+    suffix: str = ""
+    mode: str = "line"
+    max_tokens: int = 64
+    block_size: int | None = None
+    threshold: float | None = None
+
+    @classmethod
+    def parse(cls, p: dict, default_id: int) -> "CompleteParams":
+        def want(name, kinds, default=dataclasses.MISSING, check=None, accepts=""):
+            v = p.get(name, default)
+            if v is dataclasses.MISSING:
+                raise RpcError(INVALID_PARAMS, f"complete: missing {name!r}")
+            if v is None and default is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, kinds) or (check and not check(v)):
+                raise RpcError(INVALID_PARAMS, f"complete: {name} = {v!r:.60} is invalid (expected {accepts})")
+            return v
+        return cls(
+            id=want("id", int, default_id, accepts="an int"),
+            uri=want("uri", str, accepts="a string"),
+            prefix=want("prefix", str, accepts="a string"),
+            suffix=want("suffix", str, "", accepts="a string"),
+            mode=want("mode", str, "line", lambda v: v in MODES, '"line" or "block"'),
+            max_tokens=want("max_tokens", int, 64, lambda v: 1 <= v <= 1024, "1-1024"),
+            block_size=want("block_size", int, None, lambda v: 1 <= v <= 256, "1-256 or nil"),
+            threshold=want("threshold", (int, float), None, lambda v: 0 <= v <= 1, "0-1 or nil"))
+
+
+@dataclasses.dataclass(kw_only=True)
+class Job:
+    params: CompleteParams
+    owner: object  # the connection: ids are unique per client, cancel/supersede stay within it
+    future: Future = dataclasses.field(default_factory=Future)
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    reason: str = "cancelled"
+    submitted: float = dataclasses.field(default_factory=time.perf_counter)
+    started: bool = False
+
+
+class Sessions:
+    """uri -> KVCache, least recently used first; at most `max_bytes` in all (the one in use is
+    never evicted, so a single session larger than the budget still works)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._d: collections.OrderedDict[str, object] = collections.OrderedDict()
+        self.evicted = 0
+
+    def take(self, uri: str, new):
+        cache = self._d.pop(uri, None)
+        if cache is None:
+            cache = new()
+        self._d[uri] = cache
+        while len(self._d) > 1 and self.nbytes() > self.max_bytes:
+            self._d.popitem(last=False)
+            self.evicted += 1
+        return cache
+
+    def drop(self, uri: str):
+        self._d.pop(uri, None)
+
+    def clear(self):
+        self._d.clear()
+
+    def nbytes(self) -> int:
+        return sum(c.nbytes() for c in self._d.values())
+
+    def __len__(self):
+        return len(self._d)
+
+    def __contains__(self, uri):
+        return uri in self._d
+
+
+class CoreService:
+    """See the module docstring. `sampler` given: no load (tests); else `checkpoint` is loaded
+    on `device` in the worker thread."""
+
+    def __init__(self, *, checkpoint: str | Path | None = None, device: str = "auto", threads: int | None = None,
+                 sampler=None, session_bytes: int = 512 << 20):
+        self.checkpoint, self.device, self.threads = checkpoint, device, threads
+        self.sampler = sampler
+        self.sessions = Sessions(session_bytes)
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._jobs: dict[tuple[int, int], Job] = {}  # (id(owner), request id) -> job
+        self._reload: Path | None = None
+        self._stopping = False
+        self.t_start = time.time()
+        self.h = dict(state="ready" if sampler is not None else "loading", message="", fix="",
+                      model="<given sampler>" if sampler is not None else str(checkpoint or ""),
+                      device=str(sampler.device) if sampler is not None else device,
+                      running=0, queued=0, started=0, completed=0, cancelled_queued=0,
+                      cancelled_running=0, steps=0, max_inflight_per_document=1,
+                      reloads=0, reload_error="", pid=os.getpid())
+        self._reused = 0
+        self._worker = threading.Thread(target=self._work, name="dllm-core-worker", daemon=True)
+
+    def start(self) -> "CoreService":
+        self._worker.start()
+        return self
+
+    def stop(self):
+        with self._cond:
+            self._stopping = True
+            for job in self._jobs.values():
+                job.stop.set()
+            self._cond.notify_all()
+
+    def join(self, timeout: float | None = None):
+        self._worker.join(timeout)
+
+    # --- the caller's side (any thread) -------------------------------------------------------
+
+    def submit(self, params: dict, owner, default_id: int) -> Future:
+        """Queue a completion; the future's result is the result map, or it raises RpcError."""
+        job = Job(params=CompleteParams.parse(params, default_id), owner=owner)
+        with self._cond:
+            for other in self._jobs.values():  # the newer request for a document supersedes the older
+                if other.owner is owner and other.params.uri == job.params.uri:
+                    other.reason = "superseded by a newer request for the document"
+                    other.stop.set()
+            key = (id(owner), job.params.id)
+            if key in self._jobs:
+                raise RpcError(INVALID_PARAMS, f"complete: request id {job.params.id} is already in flight")
+            self._jobs[key] = job
+            self._queue.append(job)
+            self.h["queued"] += 1
+            self._cond.notify_all()
+        return job.future
+
+    def cancel(self, owner, request_id) -> bool:
+        with self._cond:
+            job = self._jobs.get((id(owner), request_id))
+            if job is not None:
+                job.stop.set()
+                self._cond.notify_all()
+        return job is not None
+
+    def cancel_owner(self, owner):
+        """The client went away: stop all of its requests."""
+        with self._cond:
+            for job in self._jobs.values():
+                if job.owner is owner:
+                    job.reason = "the client disconnected"
+                    job.stop.set()
+            self._cond.notify_all()
+
+    def close_document(self, uri: str):
+        with self._cond:
+            self._queue.append(uri)  # handled in order by the worker thread, which owns the sessions
+            self._cond.notify_all()
+
+    def request_reload(self, path: str | Path):
+        with self._cond:
+            self._reload = Path(path)
+            self._cond.notify_all()
+
+    def health(self) -> dict:
+        with self._cond:
+            return dict(self.h)
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {**self.h, "uptime_s": round(time.time() - self.t_start, 3), "sessions": len(self.sessions),
+                    "session_bytes": self.sessions.nbytes(), "session_budget_bytes": self.sessions.max_bytes,
+                    "sessions_evicted": self.sessions.evicted, "reused_tokens": self._reused}
+
+    # --- the worker thread --------------------------------------------------------------------
+
+    def _work(self):
+        if self.sampler is None:
+            self._load()
+        while True:
+            with self._cond:
+                while not self._queue and self._reload is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    for job in self._queue:
+                        if isinstance(job, Job):
+                            self._end(job, error=RpcError(CANCELLED, "the core is shutting down"))
+                    return
+                reload, self._reload = self._reload, None
+                item = self._queue.popleft() if self._queue else None
+            if reload is not None:
+                self._do_reload(reload)
+            if isinstance(item, str):
+                with self._cond:
+                    self.sessions.drop(item)
+            elif item is not None:
+                self._run(item)
+
+    def _load(self):
+        import torch
+
+        from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+        from .sampler import Sampler
+
+        torch.set_num_threads(self.threads or default_threads())
+        try:
+            path = resolve_checkpoint(self.checkpoint)
+            device = self.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            t0 = time.perf_counter()
+            model, tok = load_checkpoint(path, device=device)
+            self.sampler = Sampler(model, tok)
+            self._set(state="ready", model=str(path), device=device, message="", fix="")
+            log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
+        except CheckpointError as e:
+            self._set(state="error", message=f"no model: {e}", fix=NO_MODEL_FIX)
+            log.error("no model: %s", e)
+        except Exception as e:
+            log.exception("model load failed")
+            self._set(state="error", message=f"cannot load the model ({type(e).__name__}: {e})",
+                      fix="check the checkpoint and --device (cpu or cuda)")
+
+    def _do_reload(self, path: Path):
+        """Load `path` beside the serving model; swap it in only if it loads and its forward is
+        finite. A broken checkpoint is refused with a logged reason; the old model keeps serving."""
+        import torch
+
+        from .checkpoint import load_checkpoint
+        from .sampler import Sampler
+
+        device = str(self.sampler.device) if self.sampler is not None else self.device
+        try:
+            model, tok = load_checkpoint(path, device="cpu" if device == "auto" else device)
+            sampler = Sampler(model, tok, self.sampler.cfg if self.sampler is not None else None)
+            ids = torch.tensor([tok.encode("def f(x):\n")], device=sampler.device)
+            cache = sampler.new_cache()
+            with torch.no_grad():
+                logits = model.step(ids, torch.full((1, 2), tok.mask_id, device=sampler.device), cache)
+            if not bool(torch.isfinite(logits).all()):
+                raise DllmError(f"{path}: the model's logits are not finite (NaN or inf weights)")
+        except Exception as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.warning("checkpoint %s refused, the old model keeps serving: %s", path, reason)
+            self._set(reload_error=f"{path}: {reason}")
+            return
+        with self._cond:
+            self.sampler = sampler
+            self.sessions.clear()  # the caches belong to the old weights
+            self.h["reloads"] += 1
+        self._set(state="ready", model=str(path), message="", fix="", reload_error="")
+        log.info("checkpoint %s loaded (reload %d)", path, self.h["reloads"])
+
+    def _set(self, **kw):
+        with self._cond:
+            self.h.update(kw)
+
+    def _end(self, job: Job, result=None, error: RpcError | None = None):
+        """Worker or stop(): resolve the job's future and forget it (lock held or not)."""
+        with self._cond:
+            self._jobs.pop((id(job.owner), job.params.id), None)
+            if not job.started:
+                self.h["queued"] -= 1
+                if error is not None and error.code == CANCELLED:
+                    self.h["cancelled_queued"] += 1
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    def _run(self, job: Job):
+        from .sampler import CompletionCancelled
+
+        if job.stop.is_set():
+            return self._end(job, error=RpcError(CANCELLED, job.reason))
+        if self.sampler is None:
+            return self._end(job, error=RpcError(UNAVAILABLE, (self.h["message"] or "no model loaded")
+                                                 + (f"; fix: {self.h['fix']}" if self.h["fix"] else "")))
+        p = job.params
+        with self._cond:
+            job.started = True
+            self.h["queued"] -= 1
+            self.h["running"] += 1
+            self.h["started"] += 1
+        t0 = time.perf_counter()
+
+        def should_stop() -> bool:
+            if job.stop.is_set():
+                return True
+            with self._cond:
+                self.h["steps"] += 1
+            return False
+
+        try:
+            cfg = self.sampler.cfg
+            cfg = dataclasses.replace(cfg, max_tokens=p.max_tokens,
+                                      block_size=p.block_size if p.block_size is not None else cfg.block_size,
+                                      threshold=float(p.threshold) if p.threshold is not None else cfg.threshold)
+            with self._cond:
+                cache = self.sessions.take(p.uri, self.sampler.new_cache)
+            try:
+                out = self.sampler.complete(p.prefix, p.suffix, mode=p.mode, cache=cache, cfg=cfg,
+                                            should_stop=should_stop)
+            except BaseException:
+                if cache.length != len(cache.tokens):  # never keep a cache left inconsistent
+                    with self._cond:
+                        self.sessions.drop(p.uri)
+                raise
+        except CompletionCancelled:
+            with self._cond:
+                self.h["cancelled_running"] += 1
+            return self._end(job, error=RpcError(CANCELLED, job.reason))
+        except (DllmError, ValueError) as e:
+            return self._end(job, error=RpcError(INVALID_PARAMS, f"complete: {e}"))
+        except Exception as e:
+            log.exception("sampling failed")
+            return self._end(job, error=RpcError(INTERNAL, f"the core failed ({type(e).__name__}: {e}); see its log"))
+        finally:
+            with self._cond:
+                self.h["running"] -= 1
+        t = out.trace
+        with self._cond:
+            self.h["completed"] += 1
+            self._reused += t.reused_tokens
+        self._end(job, result=dict(id=p.id, text=out.text.replace("\r\n", "\n"), stop=out.stop, steps=t.steps,
+                                   tokens=t.tokens, prompt_tokens=t.prompt_tokens, reused_tokens=t.reused_tokens,
+                                   queue_ms=(t0 - job.submitted) * 1000,
+                                   compute_ms=(time.perf_counter() - t0) * 1000))

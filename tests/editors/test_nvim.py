@@ -124,3 +124,16 @@ def test_the_version_under_test_and_its_ghost_text_path(editor):
                       "return #vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {})", ns) == 1
     editor.nvim.input("<C-]>")
     editor.wait("return require('dllm').shown() == nil", what="no ghost text")
+
+
+def test_the_popup_menu_hides_the_ghost_text_until_it_closes(editor):
+    if editor.version != "0.11":
+        pytest.skip("0.12: the ghost text is Neovim's own vim.lsp.inline_completion")
+    start_typing(editor, ["def add(a, b):", "    "])
+    wait_shown(editor, SUGGESTION)
+    editor.nvim.input("<C-n>")  # keyword completion: the popup menu opens
+    editor.wait("return vim.fn.pumvisible() == 1", what="the popup menu")
+    editor.wait("return require('dllm').shown() == nil", what="the ghost text hidden")
+    editor.nvim.input("<C-e>")  # closed, the text as before: the suggestion comes back
+    wait_shown(editor, SUGGESTION)
+    assert editor.lines() == ["def add(a, b):", "    "]

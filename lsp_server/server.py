@@ -39,11 +39,17 @@ CoreFactory = Callable[[Settings], CoreClient]
 
 
 def default_core_factory(checkpoint: str | None = None, device: str = "auto", threads: int | None = None) -> CoreFactory:
-    """Cores in this process; the `checkpoint` setting wins over the command line's."""
+    """The core of `settings.core_address`: in this process, or the core daemon on a socket (started
+    when none runs); the `checkpoint` setting wins over the command line's."""
     def make(settings: Settings) -> CoreClient:
+        dev = settings.device if settings.device != "auto" else device
+        if settings.core_address != "inprocess":
+            from .core_client import SocketCore
+
+            path = None if settings.core_address == "auto" else settings.core_address[len("unix:"):]
+            return SocketCore(path, checkpoint=settings.checkpoint or checkpoint, device=dev, threads=threads)
         from .inprocess import InProcessCore
 
-        dev = settings.device if settings.device != "auto" else device
         return InProcessCore(checkpoint=settings.checkpoint or checkpoint, device=dev, threads=threads)
     return make
 
@@ -134,7 +140,8 @@ class DllmServer(LanguageServer):
         old, self.settings = self.settings, new
         if self.engine is not None:
             self.engine.configure(new)
-        if restart and (old.checkpoint, old.device) != (new.checkpoint, new.device) and self.core is not None:
+        if restart and (old.checkpoint, old.device, old.core_address) != (new.checkpoint, new.device, new.core_address) \
+                and self.core is not None:
             self.start_core()
         elif old.enable != new.enable and self.core is not None:
             if not new.enable:

@@ -54,7 +54,9 @@ class Settings:
     """languageIds (e.g. "markdown", "plaintext") in which no completion is offered."""
 
     core_address: str = "inprocess"
-    """Where the diffusion core runs: "inprocess" (the only choice until the core daemon lands)."""
+    """Where the diffusion core runs: "inprocess" (in this server), "auto" (the shared core daemon
+    on the default socket, started when none runs), or "unix:PATH" (the core daemon on PATH,
+    started there when none runs)."""
 
     checkpoint: str | None = None
     """Model directory (config.json, model.safetensors, tokenizer.json); null: `--checkpoint`,
@@ -73,7 +75,8 @@ _RANGES = {
     "mode": (lambda v: v in MODES, " or ".join(f'"{m}"' for m in MODES)),
     "modes": (lambda v: bool(v) and all(m in ("line", "block") for m in v), 'a non-empty list of "line", "block"'),
     "invoked_items": (lambda v: 1 <= v <= 5, "1-5"),
-    "core_address": (lambda v: v == "inprocess", '"inprocess"'),
+    "core_address": (lambda v: v in ("inprocess", "auto") or (v.startswith("unix:/") and len(v) > 6),
+                     '"inprocess", "auto" or "unix:/ABSOLUTE/PATH"'),
     "device": (lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
                '"auto", "cpu", "cuda" or "cuda:N"'),
 }

@@ -316,3 +316,10 @@ def test_shutdown(sampler):
     d.thread.join(5)
     assert not d.thread.is_alive() and not d.socket_path.exists()
     shutil.rmtree(d.dir, ignore_errors=True)
+
+
+def test_cli_refuses_tcp_without_a_token(tmp_path, capsys):
+    from dllm_ls.cli import main
+
+    assert main(["core", "--socket", str(tmp_path / "s.sock"), "--tcp", "127.0.0.1:0"]) == 2
+    assert "--token-file" in capsys.readouterr().err

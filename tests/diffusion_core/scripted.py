@@ -49,3 +49,57 @@ class ScriptedModel(nn.Module):
             self.prompt_len = cache.length + clean.shape[1]
         cache.advance(clean.shape[1])
         return self._logits([cache.length - self.prompt_len])
+
+
+class JudgeModel(nn.Module):
+    """A scripted judge for repair: it "knows" the right block `target` (token ids, eos included)
+    and judges any block by aligning it to the target (difflib, masks match nothing):
+
+    * a position aligned to an equal target token predicts that token with probability `conf`;
+    * a position in a same-length replacement predicts the corresponding target token (so the
+      present token, when wrong, gets a tiny probability);
+    * the token right after a gap (a target token missing here) and an extra token (nothing in
+      the target) predict the target token at that place with probability `conf`, so they are
+      the ones doubted, as a real model doubts the neighbour of a missing token.
+    `doubt` maps block positions to a forced probability of the present token (a false alarm).
+    """
+
+    def __init__(self, tokenizer, target: list[int], conf: float = 0.99, doubt: dict[int, float] | None = None):
+        super().__init__()
+        self.cfg = ModelConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=1, dim=8, max_seq_len=4096)
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.target, self.conf, self.doubt = list(target), conf, dict(doubt or {})
+        self.mask_id = tokenizer.mask_id
+        self.calls = 0
+
+    def predictions(self, block: list[int]) -> list[int]:
+        import difflib
+
+        T = self.target
+        pred = [T[min(k, len(T) - 1)] for k in range(len(block))]
+        ops = difflib.SequenceMatcher(None, block, T, autojunk=False).get_opcodes()
+        for op, i1, i2, j1, j2 in ops:
+            for k in range(i1, i2):
+                pred[k] = T[min(j1 + (k - i1), max(j2 - 1, j1), len(T) - 1)]
+        for op, i1, i2, j1, j2 in ops:
+            if op == "insert" and i1 < len(block):  # a target token is missing before block[i1]
+                pred[i1] = T[j1]
+        return pred
+
+    def step(self, clean, block, cache):
+        self.calls += 1
+        cache.advance(clean.shape[1])
+        ids = block[0].tolist()
+        pred = self.predictions(ids)
+        V = self.cfg.vocab_size
+        out = torch.full((len(ids), V), -30.0)
+        gap = float(torch.log(torch.tensor(self.conf / (1 - self.conf))))
+        for k, tok in enumerate(pred):
+            out[k, tok] = gap  # probability ~conf for the predicted token
+            out[k, (tok + 7) % V] = 0.0
+            if k in self.doubt and ids[k] != self.mask_id:  # force the present token's probability
+                out[k] = -30.0
+                q = self.doubt[k]
+                out[k, ids[k]] = float(torch.log(torch.tensor(q / (1 - q))))
+                out[k, (ids[k] + 7) % V] = 0.0
+        return out[None]

@@ -339,3 +339,62 @@ def apply_edits(code: str, edits: list[TextEdit]) -> str:
     for e in sorted(edits, key=lambda e: e.start, reverse=True):
         code = code[: e.start] + e.new_text + code[e.end:]
     return code
+
+
+# --- the core method `repair` (daemon, service and in-process core share it) --------------------
+
+@dataclass(kw_only=True)
+class RepairRequest:
+    """The params map of the core's `repair`: the document, and the function's span
+    `[line, character, end_line, end_character]` or a `position` `[line, character]` inside it
+    (0-based, code points). With a position, the enclosing function is found by `ast`
+    (`python_function_span`); the language server sends the span it found with tree-sitter."""
+    id: int
+    uri: str
+    code: str
+    span: tuple[int, int, int, int] | None = None
+    position: tuple[int, int] | None = None
+    language: str = "python"
+
+    @classmethod
+    def parse(cls, p: dict, default_id: int) -> "RepairRequest":
+        def ints(name, n):
+            v = p.get(name)
+            if v is None:
+                return None
+            if (not isinstance(v, (list, tuple)) or len(v) != n
+                    or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)):
+                raise ValueError(f"repair: {name} = {v!r:.60} is invalid (expected {n} ints >= 0)")
+            return tuple(v)
+        for name in ("uri", "code"):
+            if not isinstance(p.get(name), str):
+                raise ValueError(f"repair: {name!r} must be a string")
+        lid = p.get("id", default_id)
+        if not isinstance(lid, int) or isinstance(lid, bool):
+            raise ValueError("repair: id must be an int")
+        req = cls(id=lid, uri=p["uri"], code=p["code"], span=ints("span", 4), position=ints("position", 2),
+                  language=p.get("language", "python") if isinstance(p.get("language"), str) else "python")
+        if (req.span is None) == (req.position is None):
+            raise ValueError("repair: give exactly one of span [l, c, l, c] or position [l, c]")
+        return req
+
+    def to_params(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
+
+    def char_span(self) -> tuple[int, int]:
+        code = self.code.replace("\r\n", "\n")
+        if self.span is not None:
+            a, b = offset_of(code, self.span[0], self.span[1]), offset_of(code, self.span[2], self.span[3])
+            if b < a:
+                raise RepairError("the span ends before it starts")
+            return a, b
+        if self.language != "python":
+            raise RepairError(f"no function finder for {self.language}; send the function's span")
+        return python_function_span(code, offset_of(code, *self.position))
+
+
+def run_repair(repairer: Repairer, req: RepairRequest, should_stop=None) -> dict:
+    """The result map of `repair`: {id, edits: [{start_line, start_character, end_line,
+    end_character, new_text, confidence, ...}], text, span, rounds, candidates, scores, ms}."""
+    res = repairer.repair(req.code, req.char_span(), language=req.language, should_stop=should_stop)
+    return {"id": req.id, **res.to_params()}

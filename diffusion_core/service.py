@@ -163,10 +163,24 @@ class CoreService:
 
     def submit(self, params: dict, owner, default_id: int) -> Future:
         """Queue a completion; the future's result is the result map, or it raises RpcError."""
-        job = Job(params=CompleteParams.parse(params, default_id), owner=owner)
+        return self._submit(Job(params=CompleteParams.parse(params, default_id), owner=owner))
+
+    def submit_repair(self, params: dict, owner, default_id: int) -> Future:
+        """Queue a `repair` (diffusion_core/repair.py); it runs in the worker like a completion."""
+        from .repair import RepairRequest
+
+        try:
+            req = RepairRequest.parse(params, default_id)
+        except ValueError as e:
+            raise RpcError(INVALID_PARAMS, str(e)) from None
+        return self._submit(Job(params=req, owner=owner))
+
+    def _submit(self, job: Job) -> Future:
         with self._cond:
+            owner = job.owner
             for other in self._jobs.values():  # the newer request for a document supersedes the older
-                if other.owner is owner and other.params.uri == job.params.uri:
+                if (other.owner is owner and other.params.uri == job.params.uri
+                        and type(other.params) is type(job.params)):
                     other.reason = "superseded by a newer request for the document"
                     other.stop.set()
             key = (id(owner), job.params.id)
@@ -319,6 +333,8 @@ class CoreService:
         if self.sampler is None:
             return self._end(job, error=RpcError(UNAVAILABLE, (self.h["message"] or "no model loaded")
                                                  + (f"; fix: {self.h['fix']}" if self.h["fix"] else "")))
+        if not isinstance(job.params, CompleteParams):
+            return self._run_repair(job)
         p = job.params
         with self._cond:
             job.started = True
@@ -369,3 +385,32 @@ class CoreService:
                                    tokens=t.tokens, prompt_tokens=t.prompt_tokens, reused_tokens=t.reused_tokens,
                                    queue_ms=(t0 - job.submitted) * 1000,
                                    compute_ms=(time.perf_counter() - t0) * 1000))
+
+    def _run_repair(self, job: Job):
+        """Worker: one `repair` (the model judges the function; see diffusion_core/repair.py)."""
+        from .repair import Repairer, RepairError, run_repair
+        from .sampler import CompletionCancelled
+
+        with self._cond:
+            job.started = True
+            self.h["queued"] -= 1
+            self.h["running"] += 1
+            self.h["started"] += 1
+        try:
+            s = self.sampler
+            result = run_repair(Repairer(s.model, s.tok), job.params, should_stop=job.stop.is_set)
+        except CompletionCancelled:
+            with self._cond:
+                self.h["cancelled_running"] += 1
+            return self._end(job, error=RpcError(CANCELLED, job.reason))
+        except (RepairError, DllmError, ValueError) as e:
+            return self._end(job, error=RpcError(INVALID_PARAMS, f"repair: {e}"))
+        except Exception as e:
+            log.exception("repair failed")
+            return self._end(job, error=RpcError(INTERNAL, f"the core failed ({type(e).__name__}: {e}); see its log"))
+        finally:
+            with self._cond:
+                self.h["running"] -= 1
+        with self._cond:
+            self.h["completed"] += 1
+        self._end(job, result=result)

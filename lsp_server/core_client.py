@@ -108,12 +108,34 @@ class CoreHealth:
         return asdict(self)
 
 
+@dataclass(kw_only=True)
+class RepairQuery:
+    """The params map of the core's `repair` (diffusion_core/repair.py `RepairRequest`): the
+    document's text and the function's span `[line, character, end_line, end_character]` (0-based,
+    code points) or a position inside it."""
+    id: int
+    uri: str
+    code: str
+    span: list[int] | None = None
+    position: list[int] | None = None
+    language: str = "python"
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 class CoreClient(Protocol):
     """What the server needs from a core, in process or behind a socket."""
 
     async def complete(self, request: CompletionRequest) -> CompletionResult:
         """Sample a completion; raises CompletionCancelled or CoreError. Cancelling the awaiting
         task cancels the request in the core too."""
+        ...
+
+    async def repair(self, query: RepairQuery) -> dict:
+        """Repair the function: the result map of the core's `repair` ({edits: [{start_line,
+        start_character, end_line, end_character, new_text, confidence}], text, rounds, ms, ...}).
+        Raises CompletionCancelled or CoreError; cancelling the awaiting task cancels the repair."""
         ...
 
     def cancel(self, id: int) -> None:
@@ -345,6 +367,25 @@ class SocketCore:
             fix = message.split("; fix: ", 1)[1] if "; fix: " in message else ""
             raise CoreError(f"the core: {message.split('; fix: ', 1)[0]}", fix)
         return CompletionResult.from_params(res)
+
+    async def repair(self, query: RepairQuery) -> dict:
+        fut = asyncio.ensure_future(self._call("repair", query.to_params()))
+        try:
+            err, res = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            self.cancel(query.id)
+            try:
+                await asyncio.wait_for(fut, 1.0)
+            except BaseException:
+                pass
+            raise
+        if err is not None:
+            message = err.get("message", "") if isinstance(err, dict) else str(err)
+            if isinstance(err, dict) and err.get("code") == "cancelled":
+                raise CompletionCancelled(message)
+            raise CoreError(f"the core: {message.split('; fix: ', 1)[0]}",
+                            message.split("; fix: ", 1)[1] if "; fix: " in message else "")
+        return res
 
     def cancel(self, id: int) -> None:
         self._notify("cancel", {"id": id})

@@ -129,6 +129,43 @@ class InProcessCore:
                 pass
             raise
 
+    async def repair(self, query) -> dict:
+        """`CoreClient.repair` in this process: runs in the worker thread, in order with completions;
+        the awaiting task's cancellation stops it at its next model call."""
+        from ..diffusion_core.repair import RepairError, RepairRequest, Repairer, run_repair
+        from ..diffusion_core.sampler import CompletionCancelled as SamplerCancelled
+
+        stop = threading.Event()
+
+        def work():
+            if self._sampler is None:
+                h = self.health()
+                raise CoreError(h.message or "the model is not loaded", h.fix)
+            try:
+                req = RepairRequest.parse(query.to_params(), query.id)
+                s = self._sampler
+                return run_repair(Repairer(s.model, s.tok), req, should_stop=stop.is_set)
+            except SamplerCancelled:
+                raise CompletionCancelled from None
+            except (RepairError, ValueError) as e:
+                raise CoreError(f"cannot repair: {e}") from None
+            except Exception as e:
+                log.exception("repair failed")
+                raise CoreError(f"the core failed ({type(e).__name__}: {e})",
+                                "see the server log (`dllm-ls serve --log-file PATH`) and report it") from None
+
+        fut = self._pool.submit(work)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            stop.set()
+            fut.cancel()
+            try:
+                await asyncio.wrap_future(fut)
+            except BaseException:
+                pass
+            raise
+
     def _finished(self, job: _Job, fut: Future):
         with self._lock:
             self._jobs.pop(job.request.id, None)

@@ -220,6 +220,58 @@ class Transformer(nn.Module):
 
 
     @torch.no_grad()
+    def step_batch(self, items: list[tuple[torch.Tensor, torch.Tensor, KVCache]]) -> list[torch.Tensor]:
+        """`step` for many requests at once: items are (clean (1, n_i), block (1, b_i), cache_i) of
+        different documents, at different cache lengths, steps and block sizes. Returns each one's
+        block logits (1, b_i, V), equal to its own `step` up to float rounding.
+
+        The requests are packed into one ragged sequence of N = sum(n_i + b_i) tokens, so every
+        dense matmul (QKV, output projection, SwiGLU, the head) runs once for the whole batch, where
+        batching pays on a CPU or GPU; attention runs per request over its own cache, with its own
+        `step_mask`, so no padding is computed and no cached K/V is copied. The head is applied only
+        to the block positions (the clean ones' logits are not used).
+        """
+        if len(items) == 1:
+            clean, block, cache = items[0]
+            return [self.step(clean, block, cache)]
+        segs = []  # (start, n, b, P, cache) per request, in the packed sequence
+        start = 0
+        for clean, block, cache in items:
+            n, b, P = clean.shape[1], block.shape[1], cache.length
+            if P + n + b > self.cfg.max_seq_len:
+                raise ValueError(f"sequence of {P + n + b} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+            if cache.k.shape[1] != 1:
+                raise ValueError("step_batch takes caches of batch 1")
+            segs.append((start, n, b, P, cache))
+            start += n + b
+        dev = items[0][1].device
+        idx = torch.cat([torch.cat([c, bl], dim=1) for c, bl, _ in items], dim=1)  # (1, N)
+        positions = torch.cat([torch.arange(P, P + n + b, device=dev) for _, n, b, P, _ in segs])
+        masks = [step_mask(P, n, b, causal_block=self.cfg.causal, device=dev) for _, n, b, P, _ in segs]
+        cos = self.rope_cos[positions][None, None]  # (1, 1, N, D/2)
+        sin = self.rope_sin[positions][None, None]
+        x = self.tok_emb(idx)  # (1, N, C)
+        N, C = x.shape[1], x.shape[2]
+        H, D = self.cfg.n_head, self.cfg.head_dim
+        for i, layer in enumerate(self.layers):
+            att = layer.attn
+            q, k, v = att.wqkv(layer.attn_norm(x)).view(1, N, 3, H, D).permute(2, 0, 3, 1, 4)  # (1, H, N, D)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            ys = []
+            for (s0, n, b, P, cache), mask in zip(segs, masks):
+                sl = slice(s0, s0 + n + b)
+                kc, vc = cache.extend(i, k[:, :, sl], v[:, :, sl], n)  # (1, H, P+n+b, D)
+                ys.append(F.scaled_dot_product_attention(q[:, :, sl], kc, vc, attn_mask=mask))
+            y = torch.cat(ys, dim=2)  # (1, H, N, D)
+            x = x + att.wo(y.transpose(1, 2).reshape(1, N, C))
+            x = x + layer.ffn(layer.ffn_norm(x))
+        for _, n, _, _, cache in segs:
+            cache.advance(n)
+        sel = torch.cat([torch.arange(s0 + n, s0 + n + b, device=dev) for s0, n, b, _, _ in segs])
+        logits = F.linear(self.norm(x[:, sel]), self.tok_emb.weight).float()  # (1, sum b_i, V)
+        return list(logits.split([b for _, _, b, _, _ in segs], dim=1))
+
+    @torch.no_grad()
     def extend(self, clean: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Append clean tokens (B, n) causally to the cache; returns the logits of the last one (B, V).
 

@@ -105,18 +105,10 @@ class Sampler:
     def new_cache(self) -> KVCache:
         return KVCache.for_model(self.model)
 
-    @torch.no_grad()
-    def complete(self, prefix: str, suffix: str = "", mode: str = "line", cache: KVCache | None = None,
-                 cfg: SamplerConfig | None = None, should_stop: Callable[[], bool] | None = None) -> Completion:
-        """Fill the text between prefix and suffix. mode: "line" or "block" (see stops.py).
+    def _prepare(self, prefix: str, suffix: str, mode: str, cache: KVCache | None, cfg: SamplerConfig):
+        """The prompt and the cache reuse shared by `complete` and `begin`.
 
-        `cache` holds the KV of an earlier prompt of the same document; the longest common token
-        prefix is reused and the rest computed, with results equal to a cold start.
-        `should_stop` is polled before every model step; when it returns True the call raises
-        CompletionCancelled, leaving `cache` valid (it holds only finished clean tokens).
-        """
-        cfg = cfg or self.cfg
-        t0 = time.perf_counter()
+        Returns (ctx, crlf, clean token ids not yet cached, max_tokens, cache, trace)."""
         crlf = "\r\n" in prefix or "\r\n" in suffix
         prefix_lf, suffix_lf = prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n")
         ctx = StopContext.from_text(mode, prefix_lf, suffix_lf)
@@ -134,13 +126,48 @@ class Sampler:
         cache.truncate(reuse)
         trace.reused_tokens = reuse
         clean = prompt[reuse:]
+        if self.model.cfg.causal and reuse == len(prompt):  # the logits of the last prompt token are not cached
+            cache.truncate(reuse - 1)
+            clean = prompt[reuse - 1:]
+        return ctx, crlf, clean, max_tokens, cache, trace
+
+    def begin(self, prefix: str, suffix: str = "", mode: str = "line", cache: KVCache | None = None,
+              cfg: SamplerConfig | None = None) -> "DecodeState":
+        """Start a block-diffusion completion as a resumable `DecodeState` (for the core's scheduler,
+        which interleaves the steps of many requests). Not for causal (AR baseline) models."""
         if self.model.cfg.causal:
-            if reuse == len(prompt):  # the logits of the last prompt token are not cached
-                cache.truncate(reuse - 1)
-                clean = prompt[reuse - 1:]
-            stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace, should_stop)
-        else:
-            stop, text = self._decode_blocks(clean, max_tokens, cache, ctx, cfg, trace, should_stop)
+            raise ValueError("Sampler.begin: the AR baseline decodes with complete()")
+        cfg = cfg or self.cfg
+        t0 = time.perf_counter()
+        ctx, crlf, clean, max_tokens, cache, trace = self._prepare(prefix, suffix, mode, cache, cfg)
+        return DecodeState(self, clean=clean, max_tokens=max_tokens, cache=cache, ctx=ctx, cfg=cfg,
+                           trace=trace, crlf=crlf, t0=t0)
+
+    @torch.no_grad()
+    def complete(self, prefix: str, suffix: str = "", mode: str = "line", cache: KVCache | None = None,
+                 cfg: SamplerConfig | None = None, should_stop: Callable[[], bool] | None = None) -> Completion:
+        """Fill the text between prefix and suffix. mode: "line" or "block" (see stops.py).
+
+        `cache` holds the KV of an earlier prompt of the same document; the longest common token
+        prefix is reused and the rest computed, with results equal to a cold start.
+        `should_stop` is polled before every model step; when it returns True the call raises
+        CompletionCancelled, leaving `cache` valid (it holds only finished clean tokens).
+        """
+        cfg = cfg or self.cfg
+        if not self.model.cfg.causal:
+            state = self.begin(prefix, suffix, mode, cache, cfg)
+            while not state.done:
+                if should_stop is not None and should_stop():
+                    raise CompletionCancelled
+                clean, block = state.next_inputs()
+                state.advance(self.model.step(clean, block, state.cache)[0])
+            return state.result()
+        t0 = time.perf_counter()
+        ctx, crlf, clean, max_tokens, cache, trace = self._prepare(prefix, suffix, mode, cache, cfg)
+        stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace, should_stop)
+        return self._finish(stop, text, ctx, crlf, trace, t0)
+
+    def _finish(self, stop, text: str, ctx: StopContext, crlf: bool, trace: Trace, t0: float) -> Completion:
         if stop is None or stop[1] == "eos":  # the text is complete: apply the stops that wait for it
             reason = "max_tokens" if stop is None else "eos"
             stop = find_stop(text, ctx, final=True) or (len(text), reason)
@@ -154,18 +181,6 @@ class Sampler:
 
     def _text(self, ids: list[int]) -> str:
         return self.tok.decode(ids).replace("\r\n", "\n")
-
-    def _decode_blocks(self, clean, max_tokens, cache, ctx, cfg, trace, should_stop=None):
-        """Block after block until a stop; returns (stop (cut, reason) or None, text so far)."""
-        generated: list[int] = []
-        stop, text = None, ""
-        while stop is None and len(generated) < max_tokens:
-            b = min(cfg.block_size, max_tokens - len(generated))
-            block, stop, text = self._denoise_block(clean, b, cache, generated, ctx, cfg, trace, should_stop)
-            clean = block
-            generated += block
-            trace.blocks += 1
-        return stop, text
 
     def _decode_ar(self, clean, max_tokens, cache, ctx, trace, should_stop=None):
         """Greedy next-token decoding for the autoregressive baseline (causal=True models)."""
@@ -191,49 +206,97 @@ class Sampler:
             clean = [t]
         return None, text
 
-    def _denoise_block(self, clean, b, cache, generated, ctx, cfg, trace, should_stop=None):
-        """Denoise one block of b tokens.
 
-        Returns (its tokens, a stop (cut, reason) or None, the text generated so far (LF)).
-        """
-        mask_id, eos_id = self.tok.mask_id, self.tok.eos_id
-        dev = self.device
-        block = torch.full((1, b), mask_id, dtype=torch.long, device=dev)
-        masked = torch.ones(b, dtype=torch.bool, device=dev)
-        clean_t = torch.tensor([clean], dtype=torch.long, device=dev).view(1, -1)
-        first = True
-        while bool(masked.any()):
-            if should_stop is not None and should_stop():
-                raise CompletionCancelled
-            logits = self.model.step(clean_t if first else clean_t[:, :0], block, cache)[0]  # (b, V)
-            if first:
-                cache.append_tokens(clean)
-                first = False
-            logits.masked_fill_(self.ban, float("-inf"))
-            conf, pred = confidence(logits, cfg.confidence)
-            idx = masked.nonzero().squeeze(1)
-            order = conf[idx].argsort(descending=True, stable=True)
-            n = commit_count(conf[idx][order], cfg)
-            chosen = idx[order[:n]]
-            block[0, chosen] = pred[chosen]
-            masked[chosen] = False
-            trace.steps += 1
-            trace.tokens += n
-            trace.per_step.append(n)
-            # an eos ends the text: positions after the first committed eos are not needed
-            eos_at = ((block[0] == eos_id) & ~masked).nonzero()
-            if len(eos_at):
-                j = int(eos_at[0])
-                block[0, j + 1:] = eos_id
-                masked[j + 1:] = False
-            # stops on the contiguous committed text
-            done = int(masked.nonzero()[0]) if bool(masked.any()) else b
-            head = block[0, :done].tolist()
-            if eos_id in head:
-                text = self._text(generated + head[: head.index(eos_id)])
-                return block[0].tolist(), (len(text), "eos"), text
-            text = self._text(generated + head)
-            s = find_stop(text, ctx, final=False)
-            if s is not None:
-                return block[0].tolist(), s, text
-        return block[0].tolist(), None, text
+class DecodeState:
+    """One request's block decoding as a resumable state machine, so that a scheduler can run the
+    denoising steps of many requests in one batched forward (service.py) and `Sampler.complete`
+    is a thin loop over it:
+
+        while not state.done:
+            clean, block = state.next_inputs()    # (1, n) clean ids to append, (1, b) the block
+            state.advance(model.step(clean, block, state.cache)[0])   # logits (b, V)
+        completion = state.result()
+
+    Block after block: a block starts as b masks; each step commits the masked positions whose
+    confidence passes the rule (>= 1). The previous block (or the prompt) is the `clean` input of
+    the next block's first step, so its exact KV enters the cache in that forward. Between steps
+    the cache holds only finished clean tokens (`cache.length == len(cache.tokens)`), so a
+    request can be dropped there and its cache kept.
+    """
+
+    def __init__(self, sampler: Sampler, *, clean: list[int], max_tokens: int, cache: KVCache,
+                 ctx: StopContext, cfg: SamplerConfig, trace: Trace, crlf: bool, t0: float):
+        self.sampler, self.cache, self.ctx, self.cfg, self.trace = sampler, cache, ctx, cfg, trace
+        self.max_tokens, self.crlf, self.t0 = max_tokens, crlf, t0
+        self.generated: list[int] = []
+        self.stop: tuple[int, str] | None = None
+        self.text = ""
+        self.done = False
+        self._new_block(clean)
+
+    def _new_block(self, clean: list[int]):
+        dev = self.sampler.device
+        self.b = min(self.cfg.block_size, self.max_tokens - len(self.generated))
+        self.clean = clean  # enters the cache in the block's first step
+        self.block = torch.full((1, self.b), self.sampler.tok.mask_id, dtype=torch.long, device=dev)
+        self.masked = torch.ones(self.b, dtype=torch.bool, device=dev)
+        self.first = True
+
+    def next_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next forward's inputs: clean ids (1, n) to append to the cache, the block (1, b)."""
+        n = len(self.clean) if self.first else 0
+        clean_t = torch.tensor([self.clean[:n]], dtype=torch.long, device=self.sampler.device).view(1, n)
+        return clean_t, self.block
+
+    def advance(self, logits: torch.Tensor) -> bool:
+        """Take the block's logits (b, V) from the forward over `next_inputs()`; returns `done`."""
+        s, cfg, trace = self.sampler, self.cfg, self.trace
+        eos_id = s.tok.eos_id
+        block, masked = self.block, self.masked
+        if self.first:
+            self.cache.append_tokens(self.clean)
+            self.first = False
+        logits = logits.masked_fill(s.ban, float("-inf"))
+        conf, pred = confidence(logits, cfg.confidence)
+        idx = masked.nonzero().squeeze(1)
+        order = conf[idx].argsort(descending=True, stable=True)
+        n = commit_count(conf[idx][order], cfg)
+        chosen = idx[order[:n]]
+        block[0, chosen] = pred[chosen]
+        masked[chosen] = False
+        trace.steps += 1
+        trace.tokens += n
+        trace.per_step.append(n)
+        # an eos ends the text: positions after the first committed eos are not needed
+        eos_at = ((block[0] == eos_id) & ~masked).nonzero()
+        if len(eos_at):
+            j = int(eos_at[0])
+            block[0, j + 1:] = eos_id
+            masked[j + 1:] = False
+        # stops on the contiguous committed text
+        done = int(masked.nonzero()[0]) if bool(masked.any()) else self.b
+        head = block[0, :done].tolist()
+        stop = None
+        if eos_id in head:
+            self.text = s._text(self.generated + head[: head.index(eos_id)])
+            stop = (len(self.text), "eos")
+        else:
+            self.text = s._text(self.generated + head)
+            stop = find_stop(self.text, self.ctx, final=False)
+        if stop is None and bool(masked.any()):
+            return False
+        # the block is finished (or the text stops inside it)
+        ids = block[0].tolist()
+        self.generated += ids
+        trace.blocks += 1
+        self.stop = stop
+        if stop is not None or len(self.generated) >= self.max_tokens:
+            self.done = True
+        else:
+            self._new_block(ids)
+        return self.done
+
+    def result(self) -> Completion:
+        if not self.done:
+            raise RuntimeError("DecodeState.result() before the decoding is done")
+        return self.sampler._finish(self.stop, self.text, self.ctx, self.crlf, self.trace, self.t0)

@@ -24,7 +24,11 @@ from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from ..errors import DllmError
-from .core_client import CoreClient
+from .core_client import CompletionCancelled, CoreClient
+from .fix import actions_at as fix_actions_at
+from .fix import find_span as fix_find_span
+from .fix import repair as fix_repair
+from .syntax import language_id_for
 from .documents import DocumentStore, TextChange, UnknownDocument
 from .engine import CompletionEngine, InlineQuery
 from .positions import PositionError
@@ -294,6 +298,78 @@ def create_server(core_factory: CoreFactory | None = None) -> DllmServer:
                                     arguments=[{"id": sug.id, "uri": doc.uri, "length": len(sug.text),
                                                 "mode": sug.mode, "cached": sug.cached}])))
         return lsp.InlineCompletionList(items=items)
+
+    def _lf_to_doc(index, lf_text: str, off: int) -> tuple[int, int]:
+        """An offset of the LF-normalised text -> an LSP position of the document (any EOL)."""
+        line = lf_text.count("\n", 0, off)
+        col = off - (lf_text.rfind("\n", 0, off) + 1)
+        start, _ = index.line_bounds(line)
+        return index.position(start + col, ls.docs.encoding)
+
+    @ls.feature(lsp.TEXT_DOCUMENT_CODE_ACTION,
+                lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix], resolve_provider=True))
+    @_request_guard
+    async def code_action(params: lsp.CodeActionParams):
+        """Repair actions ("Fix syntax error", "Fix this function") without edits; resolve fixes."""
+        only = params.context.only
+        if only and not any(str(k).startswith("quickfix") for k in only):
+            return []
+        doc = ls.docs.get(params.text_document.uri)
+        index = doc.index
+        pos = params.range.start
+        offset = index.offset(pos.line, pos.character, ls.docs.encoding)
+        lf = index.text[:offset].replace("\r\n", "\n")
+        language = doc.language_id or language_id_for(doc.uri)
+        actions = fix_actions_at(index.text.replace("\r\n", "\n"), len(lf), language)
+        return [lsp.CodeAction(title=f"dllm-ls: {a.title}", kind=lsp.CodeActionKind.QuickFix,
+                               data={"uri": doc.uri, "line": pos.line, "character": pos.character,
+                                     "title": a.title})
+                for a in actions]
+
+    @ls.feature(lsp.CODE_ACTION_RESOLVE)
+    @_request_guard
+    async def code_action_resolve(action: lsp.CodeAction):
+        """Run the repair (with `$/progress` when the client supports it; `$/cancelRequest`
+        stops it in the core) and return the action with a WorkspaceEdit. Nothing is written."""
+        data = action.data if isinstance(action.data, dict) else {}
+        if not isinstance(data.get("uri"), str):
+            raise JsonRpcException(code=INVALID_PARAMS, message="codeAction/resolve: not a dllm-ls action")
+        doc = ls.docs.get(data["uri"])
+        index = doc.index
+        text = index.text.replace("\r\n", "\n")
+        offset = len(index.text[:index.offset(int(data.get("line", 0)), int(data.get("character", 0)),
+                                              ls.docs.encoding)].replace("\r\n", "\n"))
+        language = doc.language_id or language_id_for(doc.uri)
+        span = fix_find_span(text, offset, language)
+        if span is None:
+            raise DllmError("the cursor is no longer inside a function; ask for the code actions again")
+        token = None
+        if _client_has(ls.client_capabilities, "window", "work_done_progress"):
+            token = str(uuid.uuid4())
+            try:
+                await ls.work_done_progress.create_async(token)
+                ls.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(
+                    title="dllm-ls", message=data.get("title", "repairing"), cancellable=True))
+            except Exception:  # a client that refuses progress still gets its fix
+                token = None
+        try:
+            edits, res = await fix_repair(ls.core, doc.uri, text, span, language)
+        except CompletionCancelled:
+            raise JsonRpcException(code=-32800, message="the repair was cancelled") from None
+        finally:
+            if token is not None:
+                ls.work_done_progress.end(token, lsp.WorkDoneProgressEnd())
+                ls.work_done_progress.tokens.pop(token, None)
+        changes = []
+        for e in edits:
+            a, b = _lf_to_doc(index, text, e.start), _lf_to_doc(index, text, e.end)
+            changes.append(lsp.TextEdit(range=lsp.Range(start=lsp.Position(*a), end=lsp.Position(*b)),
+                                        new_text=e.new_text.replace("\n", doc.eol) if doc.eol != "\n" else e.new_text))
+        action.edit = lsp.WorkspaceEdit(changes={doc.uri: changes})
+        conf = min((e.confidence for e in edits), default=1.0)
+        action.title = (f"{action.title} (confidence {conf:.2f})" if edits
+                        else f"{action.title}: the model finds nothing to fix")
+        return action
 
     @ls.command(ACCEPT)
     def accept(*args):

@@ -199,3 +199,43 @@ def trim_to_parse(grammar: Grammar | None, prefix: str, text: str, suffix: str) 
         if head.strip() and new_errors(grammar, prefix, head, suffix) <= 0:
             return head
     return text
+
+
+FUNCTION_NODES = frozenset({"function_definition", "function_declaration", "method_definition",
+                            "function_item", "arrow_function", "function_expression", "method_declaration"})
+
+
+def _char_offset(text_bytes: bytes, byte: int) -> int:
+    return len(text_bytes[:byte].decode("utf-8", "surrogatepass"))
+
+
+def function_span(grammar: Grammar, text: str, offset: int) -> tuple[int, int] | None:
+    """[start, end) (characters) of the innermost function around `offset`, from the start of
+    its first line (decorators included) to the end of its last line (newline included), or None
+    outside any function. The whole document is parsed (a function may be long)."""
+    data = text.encode("utf-8", "surrogatepass")
+    at = len(text[:offset].encode("utf-8", "surrogatepass"))
+    node = grammar.parse(text).root_node.descendant_for_byte_range(at, at)
+    while node is not None and node.type not in FUNCTION_NODES:
+        node = node.parent
+    if node is None:
+        return None
+    if node.parent is not None and node.parent.type == "decorated_definition":
+        node = node.parent
+    start = _char_offset(data, node.start_byte)
+    start = text.rfind("\n", 0, start) + 1
+    end = _char_offset(data, node.end_byte)
+    nl = text.find("\n", end)
+    return start, (nl + 1 if nl != -1 else len(text))
+
+
+def error_in(grammar: Grammar, text: str, start: int, end: int) -> bool:
+    """Whether tree-sitter sees a syntax error (ERROR or MISSING node) within text[start:end]."""
+    a = len(text[:start].encode("utf-8", "surrogatepass"))
+    b = a + len(text[start:end].encode("utf-8", "surrogatepass"))
+
+    def walk(node) -> bool:
+        if node.end_byte <= a or node.start_byte >= b or not (node.has_error or node.is_missing):
+            return False
+        return node.is_error or node.is_missing or any(walk(c) for c in node.children)
+    return walk(grammar.parse(text).root_node)

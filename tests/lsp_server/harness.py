@@ -4,7 +4,7 @@
 
 --step-ms slows every model step (to cancel a request mid-flight); --script replaces the model
 with tests/diffusion_core/scripted.py's ScriptedModel writing TEXT (with the checkpoint's
-tokenizer). It adds one test-only command, `test.document` [uri, line, character], answering
+tokenizer); --judge FUNC with its JudgeModel, which takes FUNC for the right function (repair). It adds one test-only command, `test.document` [uri, line, character], answering
 what the server's document store holds: the text, and the offset of the position and the text
 before it in the negotiated encoding.
 """
@@ -40,6 +40,7 @@ def main():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--step-ms", type=float, default=0.0)
     p.add_argument("--script", default=None)
+    p.add_argument("--judge", default=None, help="a scripted judge (repair) that knows this function is right")
     args = p.parse_args()
 
     from dllm_ls.diffusion_core.checkpoint import load_checkpoint
@@ -54,6 +55,10 @@ def main():
         from tests.diffusion_core.scripted import ScriptedModel
 
         model = ScriptedModel(tok, tok.encode(args.script) + [tok.eos_id])
+    if args.judge is not None:
+        from tests.diffusion_core.scripted import JudgeModel
+
+        model = JudgeModel(tok, tok.encode(args.judge.rstrip("\n")) + [tok.eos_id])
     if args.step_ms:
         model = SlowModel(model, args.step_ms)
 

@@ -8,8 +8,18 @@ Sessions: per document (uri) the KV cache of its last prompt, whose token ids th
 the sampler reuses the longest common token prefix and computes only the rest, with results equal
 to a cold start. Their memory is bounded: an LRU by bytes (`KVCache.nbytes`).
 
-Cancellation: a request's stop event is polled before every denoising step (the sampler's
-`should_stop`); a newer request for the same document from the same client supersedes the older.
+Scheduler: the worker thread runs every in-flight completion at once. Each one is a resumable
+`DecodeState` (sampler.py); each turn of the loop admits the queued requests, drops the cancelled
+ones, runs ONE forward for all the active completions (`Transformer.step_batch`: different
+documents at different cache lengths, steps and block sizes), advances each and answers those
+that are done. At most one request per document is active (it holds the session's cache); a later
+one waits in the queue. A checkpoint reload waits for the active requests to drain (none is
+admitted meanwhile), so a request never mixes two models. Repairs and causal (AR baseline)
+models run one request at a time, whole, between batched steps.
+
+Cancellation: a request's stop event is checked between steps; a newer request for the same
+document from the same client supersedes the older (stopped at its next step, its cache kept:
+between steps the cache holds only finished clean tokens).
 """
 
 from __future__ import annotations
@@ -86,6 +96,15 @@ class Job:
     started: bool = False
 
 
+@dataclasses.dataclass
+class _Running:
+    """An admitted completion in the scheduler: its decoding state and its session's cache."""
+    job: Job
+    state: object  # sampler.DecodeState (None until begun)
+    cache: object  # kv_cache.KVCache
+    t0: float
+
+
 class Sessions:
     """uri -> KVCache, least recently used first; at most `max_bytes` in all (the one in use is
     never evicted, so a single session larger than the budget still works)."""
@@ -140,7 +159,8 @@ class CoreService:
                       model="<given sampler>" if sampler is not None else str(checkpoint or ""),
                       device=str(sampler.device) if sampler is not None else device,
                       running=0, queued=0, started=0, completed=0, cancelled_queued=0,
-                      cancelled_running=0, steps=0, max_inflight_per_document=1,
+                      cancelled_running=0, steps=0, forwards=0, max_batch=0,
+                      max_inflight_per_document=1,
                       reloads=0, reload_error="", pid=os.getpid())
         self._reused = 0
         self._worker = threading.Thread(target=self._work, name="dllm-core-worker", daemon=True)
@@ -232,26 +252,137 @@ class CoreService:
     # --- the worker thread --------------------------------------------------------------------
 
     def _work(self):
+        """The scheduler loop (module docstring): admit, drop the cancelled, one batched step."""
         if self.sampler is None:
             self._load()
+        active: list[_Running] = []
         while True:
             with self._cond:
-                while not self._queue and self._reload is None and not self._stopping:
+                while not self._queue and self._reload is None and not self._stopping and not active:
                     self._cond.wait()
                 if self._stopping:
                     for job in self._queue:
                         if isinstance(job, Job):
                             self._end(job, error=RpcError(CANCELLED, "the core is shutting down"))
+                    for r in active:
+                        self._close(r, error=RpcError(CANCELLED, "the core is shutting down"))
                     return
-                reload, self._reload = self._reload, None
-                item = self._queue.popleft() if self._queue else None
+                reload, admitted = None, []
+                if self._reload is not None:
+                    if not active:  # else wait for the active requests to drain, admitting none
+                        reload, self._reload = self._reload, None
+                else:
+                    busy = {r.job.params.uri for r in active}
+                    waiting: collections.deque = collections.deque()
+                    for item in self._queue:  # in order; a document's items wait while it is busy
+                        uri = item if isinstance(item, str) else item.params.uri
+                        if uri in busy:
+                            waiting.append(item)
+                            continue
+                        admitted.append(item)
+                        if isinstance(item, Job):
+                            busy.add(uri)
+                    self._queue = waiting
             if reload is not None:
                 self._do_reload(reload)
-            if isinstance(item, str):
+            for item in admitted:
+                if isinstance(item, str):
+                    with self._cond:
+                        self.sessions.drop(item)
+                elif (r := self._begin(item)) is not None:
+                    active.append(r)
+            if active:
+                active = self._step(active)
+
+    def _begin(self, job: Job) -> "_Running | None":
+        """Start a queued job: a `DecodeState` over its document's session; None when it ended at
+        once (cancelled, no model, bad params) or ran whole (repairs, causal models)."""
+        if (job.stop.is_set() or self.sampler is None or not isinstance(job.params, CompleteParams)
+                or self.sampler.model.cfg.causal):
+            self._run(job)
+            return None
+        p = job.params
+        with self._cond:
+            job.started = True
+            self.h["queued"] -= 1
+            self.h["running"] += 1
+            self.h["started"] += 1
+            cache = self.sessions.take(p.uri, self.sampler.new_cache)
+        r = _Running(job=job, state=None, cache=cache, t0=time.perf_counter())
+        try:
+            r.state = self.sampler.begin(p.prefix, p.suffix, mode=p.mode, cache=cache, cfg=self._cfg(p))
+        except (DllmError, ValueError) as e:
+            self._close(r, error=RpcError(INVALID_PARAMS, f"complete: {e}"))
+            return None
+        except Exception as e:
+            log.exception("sampling failed")
+            self._close(r, error=RpcError(INTERNAL, f"the core failed ({type(e).__name__}: {e}); see its log"))
+            return None
+        return r
+
+    def _step(self, active: list["_Running"]) -> list["_Running"]:
+        """One batched forward for every active request that is not cancelled; returns those not done."""
+        live = []
+        for r in active:  # cancellation between steps
+            if r.job.stop.is_set():
                 with self._cond:
-                    self.sessions.drop(item)
-            elif item is not None:
-                self._run(item)
+                    self.h["cancelled_running"] += 1
+                self._close(r, error=RpcError(CANCELLED, r.job.reason))
+            else:
+                live.append(r)
+        if not live:
+            return []
+        model = self.sampler.model
+        try:
+            inputs = [(*r.state.next_inputs(), r.cache) for r in live]
+            if hasattr(model, "step_batch"):
+                logits = model.step_batch(inputs)
+            else:  # a stand-in model (tests): the same scheduling, one forward per request
+                logits = [model.step(*x) for x in inputs]
+        except Exception as e:
+            log.exception("batched step failed")
+            for r in live:
+                self._close(r, error=RpcError(INTERNAL, f"the core failed ({type(e).__name__}: {e}); see its log"))
+            return []
+        with self._cond:
+            self.h["steps"] += len(live)
+            self.h["forwards"] += 1
+            self.h["max_batch"] = max(self.h["max_batch"], len(live))
+        still = []
+        for r, lg in zip(live, logits):
+            try:
+                done = r.state.advance(lg[0])
+            except Exception as e:
+                log.exception("sampling failed")
+                self._close(r, error=RpcError(INTERNAL, f"the core failed ({type(e).__name__}: {e}); see its log"))
+                continue
+            if not done:
+                still.append(r)
+                continue
+            out, p = r.state.result(), r.job.params
+            t = out.trace
+            with self._cond:
+                self.h["completed"] += 1
+                self._reused += t.reused_tokens
+            self._close(r, result=dict(id=p.id, text=out.text.replace("\r\n", "\n"), stop=out.stop,
+                                       steps=t.steps, tokens=t.tokens, prompt_tokens=t.prompt_tokens,
+                                       reused_tokens=t.reused_tokens, queue_ms=(r.t0 - r.job.submitted) * 1000,
+                                       compute_ms=(time.perf_counter() - r.t0) * 1000))
+        return still
+
+    def _close(self, r: "_Running", result=None, error: RpcError | None = None):
+        """End an active request; a cache left inconsistent (a failed forward) is never kept."""
+        with self._cond:
+            self.h["running"] -= 1
+            if r.cache.length != len(r.cache.tokens):
+                self.sessions.drop(r.job.params.uri)
+        self._end(r.job, result=result, error=error)
+
+    def _cfg(self, p: CompleteParams):
+        cfg = self.sampler.cfg
+        return dataclasses.replace(cfg, max_tokens=p.max_tokens,
+                                   block_size=p.block_size if p.block_size is not None else cfg.block_size,
+                                   threshold=float(p.threshold) if p.threshold is not None else cfg.threshold)
 
     def _load(self):
         import torch
@@ -351,10 +482,7 @@ class CoreService:
             return False
 
         try:
-            cfg = self.sampler.cfg
-            cfg = dataclasses.replace(cfg, max_tokens=p.max_tokens,
-                                      block_size=p.block_size if p.block_size is not None else cfg.block_size,
-                                      threshold=float(p.threshold) if p.threshold is not None else cfg.threshold)
+            cfg = self._cfg(p)
             with self._cond:
                 cache = self.sessions.take(p.uri, self.sampler.new_cache)
             try:

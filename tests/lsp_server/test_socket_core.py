@@ -53,7 +53,7 @@ def test_starts_one_core_for_two_racing_servers_then_recovers_from_kill_9(sock, 
         assert ha.state == hb.state == "ready", (ha, hb)
         ra, rb = await asyncio.gather(a.complete(req(1)), b.complete(req(1, uri="file:///b.py")))
         assert ra.text == rb.text == expected.text and ra.stop == expected.stop
-        h = a.health()
+        h = await a.wait_ready()  # refreshed: complete() refreshes health in the background
         pid = int((sock.parent / "core.sock.lock").read_text())
         assert h.completed >= 1 and (await b.wait_ready()).started == 2
         assert oct(os.stat(sock).st_mode & 0o777) == "0o600"

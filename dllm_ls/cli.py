@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "batch": ("dllm_ls.diffusion_core.cli_batch", "complete JSON lines from stdin, one JSON line out per input"),
     "fix": ("dllm_ls.diffusion_core.cli_fix", "repair the function at FILE --line L: a unified diff (--json)"),
     "train": ("dllm_ls.trainer.cli", "build the corpus and tokenizer, train a model"),
-    "eval": ("dllm_ls.trainer.eval_cli", "evaluate a checkpoint (q1, q2, loss)"),
+    "eval": ("dllm_ls.trainer.eval_cli", "evaluate a checkpoint (q1, q2, q3, loss)"),
     "core": ("dllm_ls.diffusion_core.daemon", "the resident diffusion core (msgpack-rpc on a private unix socket)"),
     "serve": ("dllm_ls.lsp_server.cli", "the language server (LSP over stdio; --tcp HOST:PORT)"),
     "bench": ("dllm_ls.lsp_server.bench", "benchmarks: s2 (editor latency), s3 (many editors, one core), q1parse (insertions that parse)"),

@@ -226,7 +226,7 @@ end
 function M.fix()
   local c = vim.lsp.get_clients({ bufnr = 0, name = 'dllm' })[1]
   if not (c and c.server_capabilities.codeActionProvider) then
-    vim.notify('dllm: this dllm-ls has no code actions yet ("fix this function" comes with a later version)',
+    vim.notify('dllm: this dllm-ls offers no code actions; update dllm-ls for "Fix this function"',
       vim.log.levels.WARN)
     return false
   end

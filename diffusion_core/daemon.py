@@ -10,7 +10,9 @@ must be `[0, id, "auth", [{"token": ...}]]`; anything else is answered `unauthor
 Methods (requests; params an array holding one map):
 - `complete` {id, uri, prefix, suffix, mode, max_tokens, block_size, threshold} -> result map
 - `repair` {id, uri, code, span [l, c, l, c] | position [l, c], language} -> {edits, text, rounds, ms, ...}
-  (text, stop, steps, tokens, prompt_tokens, reused_tokens, queue_ms, compute_ms), or the error
+- `refactor` {id, uri, code, since (the text before the edit; absent: repair every function),
+  language} -> {edits (each with a `label`: its function), text, blocks, trusted, ms}
+  (complete's result: text, stop, steps, tokens, prompt_tokens, reused_tokens, queue_ms, compute_ms), or the error
   `cancelled` (cancelled, superseded, or the client went away).
 - `cancel` {id}: request or notification; stops the request at the next denoising step.
 - `close` {uri}: forget the document's session.   `health` {} / `stats` {}: maps.
@@ -210,10 +212,11 @@ class Daemon:
 
         p = msg.params or {}
         try:
-            if msg.method in ("complete", "repair"):
+            if msg.method in ("complete", "repair", "refactor"):
                 if not reply:
                     raise rpc.RpcError(rpc.INVALID_REQUEST, f"{msg.method} must be a request")
-                submit = self.service.submit if msg.method == "complete" else self.service.submit_repair
+                submit = {"complete": self.service.submit, "repair": self.service.submit_repair,
+                          "refactor": self.service.submit_refactor}[msg.method]
                 fut = submit(p, conn, msg.msgid)
                 task = asyncio.ensure_future(self._finish(asyncio.wrap_future(fut), answer))
                 tasks.add(task)
@@ -237,7 +240,7 @@ class Daemon:
                 self._loop.call_soon(self._stop.set)
             else:
                 raise rpc.RpcError(rpc.METHOD_NOT_FOUND, f"unknown method {msg.method!r:.60}; the core serves "
-                                   "complete, repair, cancel, close, health, stats, shutdown")
+                                   "complete, repair, refactor, cancel, close, health, stats, shutdown")
         except rpc.RpcError as e:
             if reply:
                 answer(error=e.to_wire())

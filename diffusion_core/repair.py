@@ -228,11 +228,15 @@ class Repairer:
             todo.discard(k)
         return cand
 
-    def _suspect_spans(self, lp: torch.Tensor, n_func: int) -> list[tuple[int, int]]:
+    def _suspect_spans(self, lp: torch.Tensor, n_func: int,
+                       trusted: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """Spans [i, j) of adjacent suspect tokens, the least likely first (eos judged too: a
-        doubted eos suggests a missing token at the end)."""
+        doubted eos suggests a missing token at the end). Tokens in `trusted` [a, b) are never
+        suspects, and a span never reaches into them (refactor: the user's own edit)."""
         p = lp.exp()
-        order = [int(k) for k in torch.argsort(p) if float(p[k]) < self.cfg.suspect_prob]
+        ta, tb = trusted if trusted is not None else (0, 0)
+        order = [int(k) for k in torch.argsort(p) if float(p[k]) < self.cfg.suspect_prob
+                 and not ta <= min(int(k), n_func) < tb]
         spans: list[tuple[int, int]] = []
         for k in order:
             k = min(k, n_func)
@@ -243,7 +247,12 @@ class Repairer:
                 a -= 1
             while b in order and b < n_func and b - a < self.cfg.max_span_tokens:
                 b += 1
-            spans.append((a, min(b, n_func)))
+            a, b = a, min(b, n_func)
+            if trusted is not None and a < tb and ta < b:  # clip to the side of the suspect
+                a, b = (max(a, tb), b) if k >= tb else (a, min(b, ta))
+                if b <= a and not (a == b == n_func):
+                    continue
+            spans.append((a, b))
             if len(spans) >= self.cfg.max_spans:
                 break
         return spans
@@ -252,8 +261,10 @@ class Repairer:
 
     @torch.no_grad()
     def repair(self, code: str, span: tuple[int, int], *, language: str = "python",
-               should_stop: Callable[[], bool] | None = None) -> RepairResult:
-        """Repair the function at code[span[0]:span[1]]; see the module docstring."""
+               should_stop: Callable[[], bool] | None = None,
+               trusted: tuple[int, int] | None = None) -> RepairResult:
+        """Repair the function at code[span[0]:span[1]]; see the module docstring. `trusted`: a
+        character range of the document that is never edited (the tokens that overlap it stay)."""
         t0 = time.perf_counter()
         code = code.replace("\r\n", "\n")
         start, end = span
@@ -276,10 +287,24 @@ class Repairer:
         cache = KVCache.for_model(self.model)
         check = python_parses if language == "python" else (lambda _t: True)
 
+        tt = None  # the trusted range as token indices of func [ta, tb), moved as spans change length
+        if trusted is not None and trusted[0] < start + len(body) and start < trusted[1]:
+            ta = tb = None
+            pos = start
+            for k in range(len(func)):
+                nxt = start + len(self.tok.decode(func[: k + 1]))
+                if pos < trusted[1] and trusted[0] < max(nxt, pos + 1):
+                    ta = k if ta is None else ta
+                    tb = k + 1
+                pos = nxt
+            if ta is not None:
+                tt = (ta, tb)
+
+        old_func = func
         lp, score = self.judge(func, cache, prompt)
         score0, n_cand, rounds = score, 0, 0
         for _ in range(self.cfg.max_rounds):
-            spans = self._suspect_spans(lp, len(func))
+            spans = self._suspect_spans(lp, len(func), tt)
             if not spans:
                 break
             rounds += 1
@@ -301,10 +326,14 @@ class Repairer:
                     c_lp, c_score = self.judge(cand, cache, prompt)
                     n_cand += 1
                     if c_score >= score + self.cfg.margin and (best is None or c_score > best[2]):
-                        best = (cand, c_lp, c_score)
+                        best = (cand, c_lp, c_score, (a, b))
             if best is None:
                 break
-            func, lp, score = best
+            func, lp, score, (a, b) = best
+            if tt is not None and b <= tt[0]:
+                shift = len(func) - len(old_func)
+                tt = (tt[0] + shift, tt[1] + shift)
+            old_func = func
         new_body = self.tok.decode(func)
         if new_body == body:
             new_body = body  # unchanged: no edits

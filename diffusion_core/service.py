@@ -195,6 +195,17 @@ class CoreService:
             raise RpcError(INVALID_PARAMS, str(e)) from None
         return self._submit(Job(params=req, owner=owner))
 
+    def submit_refactor(self, params: dict, owner, default_id: int) -> Future:
+        """Queue a `refactor` (diffusion_core/refactor.py): repair every block of a file, or
+        propagate an edit; it runs in the worker like a repair."""
+        from .refactor import RefactorRequest
+
+        try:
+            req = RefactorRequest.parse(params, default_id)
+        except ValueError as e:
+            raise RpcError(INVALID_PARAMS, str(e)) from None
+        return self._submit(Job(params=req, owner=owner))
+
     def _submit(self, job: Job) -> Future:
         with self._cond:
             owner = job.owner
@@ -516,8 +527,12 @@ class CoreService:
 
     def _run_repair(self, job: Job):
         """Worker: one `repair` (the model judges the function; see diffusion_core/repair.py)."""
+        from .refactor import RefactorRequest, run_refactor
         from .repair import Repairer, RepairError, run_repair
         from .sampler import CompletionCancelled
+
+        name = "refactor" if isinstance(job.params, RefactorRequest) else "repair"
+        run = run_refactor if name == "refactor" else run_repair
 
         with self._cond:
             job.started = True
@@ -526,15 +541,15 @@ class CoreService:
             self.h["started"] += 1
         try:
             s = self.sampler
-            result = run_repair(Repairer(s.model, s.tok), job.params, should_stop=job.stop.is_set)
+            result = run(Repairer(s.model, s.tok), job.params, should_stop=job.stop.is_set)
         except CompletionCancelled:
             with self._cond:
                 self.h["cancelled_running"] += 1
             return self._end(job, error=RpcError(CANCELLED, job.reason))
         except (RepairError, DllmError, ValueError) as e:
-            return self._end(job, error=RpcError(INVALID_PARAMS, f"repair: {e}"))
+            return self._end(job, error=RpcError(INVALID_PARAMS, f"{name}: {e}"))
         except Exception as e:
-            log.exception("repair failed")
+            log.exception("%s failed", name)
             return self._end(job, error=RpcError(INTERNAL, f"the core failed ({type(e).__name__}: {e}); see its log"))
         finally:
             with self._cond:

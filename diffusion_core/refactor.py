@@ -1,0 +1,219 @@
+"""Refactor: repair over a whole file, one combined result ("Repair this file"), or the follow-on
+changes of an edit ("Propagate this edit").
+
+The file is cut into blocks: every function and method (decorators included), and each run of
+other top-level statements (or of statements in a class body) between them; a file that does not
+parse is cut by indentation (`def` blocks only). Each block goes through `Repairer.repair` in file
+order, against the text as repaired so far, so a call site below a renamed definition is judged
+with the new definition in its prompt.
+
+Propagate: given the text before the edit (`since`), the changed region of the new text (the
+span from the first to the last character difflib finds changed) is trusted: no token that
+overlaps it is ever a suspect or remasked, and an edit that reaches into it is dropped. The rest
+of the file is judged given the edited code, so the tokens the edit made inconsistent (the old
+name at a call site, a missing argument) score low and are re-denoised.
+
+The result holds the edits of the whole file in the coordinates of `code`, each labelled with its
+block ("function add (line 4)"), the new text, and one entry per block. Cancellation is checked
+between blocks and inside each repair (at every model call).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from .repair import Repairer, RepairError, _indent_function, apply_edits, line_col
+from .sampler import CompletionCancelled
+
+
+@dataclass
+class Block:
+    start: int  # characters of the document [start, end), whole lines
+    end: int
+    label: str
+
+
+def _line_starts(code: str) -> list[int]:
+    starts, acc = [], 0
+    for s in code.splitlines(keepends=True):
+        starts.append(acc)
+        acc += len(s)
+    starts.append(acc)
+    return starts
+
+
+def python_blocks(code: str) -> list[Block]:
+    """The blocks of a Python file, in order (see the module docstring)."""
+    starts = _line_starts(code)
+    nlines = len(starts) - 1
+
+    def span(first: int, last: int) -> tuple[int, int]:  # 1-based inclusive lines
+        return starts[first - 1], starts[min(last, nlines)]
+
+    out: list[Block] = []
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        lines = code.splitlines(keepends=True)
+        line = 1
+        while line <= nlines:
+            s = lines[line - 1].lstrip()
+            got = _indent_function(lines, line) if s.startswith(("def ", "async def ")) else None
+            if got is not None and got[0] == line:
+                name = s.split("(")[0].split()[-1]
+                out.append(Block(*span(*got), f"function {name} (line {line})"))
+                line = got[1] + 1
+            else:
+                line += 1
+        return out
+
+    def walk(body: list[ast.stmt], owner: str):
+        run: list[ast.stmt] = []
+
+        def flush():
+            if run:
+                a, b = run[0].lineno, run[-1].end_lineno
+                where = f"{owner} " if owner else ""
+                out.append(Block(*span(a, b), f"{where}statements (lines {a}-{b})".strip()))
+                run.clear()
+
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                flush()
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                kind = "method" if owner else "function"
+                name = f"{owner.split()[-1]}.{node.name}" if owner else node.name
+                out.append(Block(*span(first, node.end_lineno), f"{kind} {name} (line {first})"))
+            elif isinstance(node, ast.ClassDef):
+                flush()
+                walk(node.body, f"class {node.name}")
+            else:
+                run.append(node)
+        flush()
+
+    walk(tree.body, "")
+    return out
+
+
+def changed_region(old: str, new: str) -> tuple[int, int] | None:
+    """[start, end) of `new` that differs from `old` (first to last changed character); None when
+    they are equal. A pure deletion gives an empty range at the place of the deletion."""
+    old, new = old.replace("\r\n", "\n"), new.replace("\r\n", "\n")
+    if old == new:
+        return None
+    ops = [o for o in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes() if o[0] != "equal"]
+    return ops[0][3], ops[-1][4]
+
+
+@dataclass
+class RefactorEdit:
+    start: int
+    end: int
+    start_line: int
+    start_character: int
+    end_line: int
+    end_character: int
+    new_text: str
+    confidence: float
+    label: str
+
+
+@dataclass
+class RefactorResult:
+    edits: list[RefactorEdit]
+    text: str  # the whole file after the edits
+    blocks: list[dict]  # {label, span, edits, score_before, score_after, ms, skipped}
+    trusted: tuple[int, int] | None
+    ms: float
+
+    def to_params(self) -> dict:
+        return dict(edits=[asdict(e) for e in self.edits], text=self.text, blocks=self.blocks,
+                    trusted=list(self.trusted) if self.trusted is not None else None, ms=self.ms)
+
+
+def refactor(repairer: Repairer, code: str, *, since: str | None = None, language: str = "python",
+             blocks: list[Block] | None = None, should_stop: Callable[[], bool] | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> RefactorResult:
+    """Repair every block of `code` (or propagate the edit `since` -> `code`); see the module doc."""
+    t0 = time.perf_counter()
+    code = code.replace("\r\n", "\n")
+    if blocks is None:
+        if language != "python":
+            raise RepairError(f"no block finder for {language}; send the blocks")
+        blocks = python_blocks(code)
+    trusted = changed_region(since, code) if since is not None else None
+    current, shift = code, 0  # shift: len(current) - len(code) from the blocks done so far
+    edits: list[RefactorEdit] = []
+    report: list[dict] = []
+    for n, blk in enumerate(blocks):
+        if should_stop is not None and should_stop():
+            raise CompletionCancelled
+        if progress is not None:
+            progress(n, len(blocks), blk.label)
+        entry = dict(label=blk.label, span=[blk.start, blk.end], edits=0, skipped="")
+        tr = (trusted[0] + shift, trusted[1] + shift) if trusted is not None else None
+        try:
+            res = repairer.repair(current, (blk.start + shift, blk.end + shift), language=language,
+                                  should_stop=should_stop, trusted=tr)
+        except RepairError as e:  # too long, ...: the other blocks go on
+            entry["skipped"] = str(e)
+            report.append(entry)
+            continue
+        kept = [e for e in res.edits
+                if tr is None or not (e.start < tr[1] and tr[0] < e.end)]  # never into the user's edit
+        entry.update(score_before=res.score_before, score_after=res.score_after, ms=res.ms, edits=len(kept))
+        report.append(entry)
+        if not kept:
+            continue
+        for e in kept:
+            a, b = e.start - shift, e.end - shift
+            (l1, c1), (l2, c2) = line_col(code, a), line_col(code, b)
+            edits.append(RefactorEdit(start=a, end=b, start_line=l1, start_character=c1, end_line=l2,
+                                      end_character=c2, new_text=e.new_text, confidence=e.confidence,
+                                      label=blk.label))
+        before = len(current)
+        current = apply_edits(current, kept)
+        shift += len(current) - before
+    return RefactorResult(edits=edits, text=current, blocks=report, trusted=trusted,
+                          ms=(time.perf_counter() - t0) * 1000)
+
+
+# --- the core method `refactor` -------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class RefactorRequest:
+    """The params map of the core's `refactor`: the document (`code`), and `since`, its text before
+    the edit to propagate (absent: repair every function)."""
+    id: int
+    uri: str
+    code: str
+    since: str | None = None
+    language: str = "python"
+
+    @classmethod
+    def parse(cls, p: dict, default_id: int) -> "RefactorRequest":
+        for name in ("uri", "code"):
+            if not isinstance(p.get(name), str):
+                raise ValueError(f"refactor: {name!r} must be a string")
+        if p.get("since") is not None and not isinstance(p["since"], str):
+            raise ValueError("refactor: 'since' must be a string (the text before the edit)")
+        lid = p.get("id", default_id)
+        if not isinstance(lid, int) or isinstance(lid, bool):
+            raise ValueError("refactor: id must be an int")
+        lang = p.get("language", "python")
+        return cls(id=lid, uri=p["uri"], code=p["code"], since=p.get("since"),
+                   language=lang if isinstance(lang, str) else "python")
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def run_refactor(repairer: Repairer, req: RefactorRequest, should_stop=None) -> dict:
+    """The result map of `refactor`: {id, edits: [{start_line, ..., new_text, confidence, label}],
+    text, blocks, trusted, ms}."""
+    res = refactor(repairer, req.code, since=req.since, language=req.language, should_stop=should_stop)
+    return {"id": req.id, **res.to_params()}

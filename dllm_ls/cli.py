@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "complete": ("dllm_ls.diffusion_core.cli_complete", "print the completion at FILE:LINE:COL"),
     "batch": ("dllm_ls.diffusion_core.cli_batch", "complete JSON lines from stdin, one JSON line out per input"),
     "fix": ("dllm_ls.diffusion_core.cli_fix", "repair the function at FILE --line L: a unified diff (--json)"),
+    "refactor": ("dllm_ls.diffusion_core.cli_refactor",
+                 "repair every function of FILE, or propagate an edit (--since OLD_FILE): a unified diff (--json)"),
     "train": ("dllm_ls.trainer.cli", "build the corpus and tokenizer, train a model"),
     "eval": ("dllm_ls.trainer.eval_cli", "evaluate a checkpoint (q1, q2, q3, loss)"),
     "core": ("dllm_ls.diffusion_core.daemon", "the resident diffusion core (msgpack-rpc on a private unix socket)"),

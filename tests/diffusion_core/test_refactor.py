@@ -110,3 +110,26 @@ def test_run_refactor_params(tokenizer):
     assert out["id"] == 3 and out["edits"] == [] and out["text"] == ADD and out["trusted"] is None
     with pytest.raises(ValueError):
         RefactorRequest.parse({"uri": "u", "code": "x", "since": 3}, 1)
+
+
+def test_cli_prints_a_unified_diff(tokenizer, tmp_path, capsys):
+    import argparse
+    import json
+
+    from dllm_ls.diffusion_core import cli_refactor
+
+    old = "def area(w, h):\n    return w * h\n"
+    new = old.replace("def area(w, h)", "def area(width, h)")
+    (tmp_path / "old.py").write_text(old)
+    (tmp_path / "new.py").write_text(new)
+    p = argparse.ArgumentParser()
+    cli_refactor.add_arguments(p)
+    args = p.parse_args([str(tmp_path / "new.py"), "--since", str(tmp_path / "old.py")])
+    r = _repairer(tokenizer, ["def area(width, h):\n    return width * h"])
+    assert cli_refactor.run(args, repairer=r) == 0
+    out = capsys.readouterr().out
+    assert "-    return w * h\n+    return width * h\n" in out and out.startswith("--- a/")
+    assert (tmp_path / "new.py").read_text() == new  # never written
+    args = p.parse_args([str(tmp_path / "new.py"), "--json"])
+    cli_refactor.run(args, repairer=r)
+    assert json.loads(capsys.readouterr().out)["text"] == "def area(width, h):\n    return width * h\n"

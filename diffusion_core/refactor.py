@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from .repair import Repairer, RepairError, _indent_function, apply_edits, line_col
+from .repair import Repairer, RepairError, TextEdit, _indent_function, apply_edits, line_col
 from .sampler import CompletionCancelled
 
 
@@ -37,7 +37,8 @@ class Block:
     label: str
 
 
-def _line_starts(code: str) -> list[int]:
+def line_starts(code: str) -> list[int]:
+    """Character offset of each line's start, and the text's length last."""
     starts, acc = [], 0
     for s in code.splitlines(keepends=True):
         starts.append(acc)
@@ -48,7 +49,7 @@ def _line_starts(code: str) -> list[int]:
 
 def python_blocks(code: str) -> list[Block]:
     """The blocks of a Python file, in order (see the module docstring)."""
-    starts = _line_starts(code)
+    starts = line_starts(code)
     nlines = len(starts) - 1
 
     def span(first: int, last: int) -> tuple[int, int]:  # 1-based inclusive lines
@@ -110,16 +111,8 @@ def changed_region(old: str, new: str) -> tuple[int, int] | None:
 
 
 @dataclass
-class RefactorEdit:
-    start: int
-    end: int
-    start_line: int
-    start_character: int
-    end_line: int
-    end_character: int
-    new_text: str
-    confidence: float
-    label: str
+class RefactorEdit(TextEdit):
+    label: str  # the block it belongs to, e.g. "function add (line 4)"
 
 
 @dataclass

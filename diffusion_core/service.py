@@ -314,10 +314,7 @@ class CoreService:
             return None
         p = job.params
         with self._cond:
-            job.started = True
-            self.h["queued"] -= 1
-            self.h["running"] += 1
-            self.h["started"] += 1
+            self._mark_started(job)
             cache = self.sessions.take(p.uri, self.sampler.new_cache)
         r = _Running(job=job, state=None, cache=cache, t0=time.perf_counter())
         try:
@@ -454,6 +451,13 @@ class CoreService:
         with self._cond:
             self.h.update(kw)
 
+    def _mark_started(self, job: Job):
+        """Queued -> running, under self._cond."""
+        job.started = True
+        self.h["queued"] -= 1
+        self.h["running"] += 1
+        self.h["started"] += 1
+
     def _end(self, job: Job, result=None, error: RpcError | None = None):
         """Worker or stop(): resolve the job's future and forget it (lock held or not)."""
         with self._cond:
@@ -479,10 +483,7 @@ class CoreService:
             return self._run_repair(job)
         p = job.params
         with self._cond:
-            job.started = True
-            self.h["queued"] -= 1
-            self.h["running"] += 1
-            self.h["started"] += 1
+            self._mark_started(job)
         t0 = time.perf_counter()
 
         def should_stop() -> bool:
@@ -535,10 +536,7 @@ class CoreService:
         run = run_refactor if name == "refactor" else run_repair
 
         with self._cond:
-            job.started = True
-            self.h["queued"] -= 1
-            self.h["running"] += 1
-            self.h["started"] += 1
+            self._mark_started(job)
         try:
             s = self.sampler
             result = run(Repairer(s.model, s.tok), job.params, should_stop=job.stop.is_set)

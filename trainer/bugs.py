@@ -37,6 +37,8 @@ import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..diffusion_core.refactor import line_starts
+
 CATEGORIES = ("operator", "comparison", "off_by_one", "wrong_name", "swapped_args",
               "missing_token", "extra_token", "indentation")
 MAY_BREAK_SYNTAX = frozenset({"missing_token", "extra_token", "indentation"})
@@ -117,20 +119,11 @@ def parses(text: str) -> bool:
 
 # --- held-out functions ---------------------------------------------------------------------------
 
-def _line_starts(text: str) -> list[int]:
-    starts, acc = [], 0
-    for line in text.splitlines(keepends=True):
-        starts.append(acc)
-        acc += len(line)
-    starts.append(acc)
-    return starts
-
-
 class _Pos:
     """(1-based line, column) of ast (UTF-8 byte columns) or tokenize (character columns) -> offset."""
 
     def __init__(self, text: str):
-        self.text, self.lines, self.starts = text, text.splitlines(keepends=True), _line_starts(text)
+        self.text, self.lines, self.starts = text, text.splitlines(keepends=True), line_starts(text)
 
     def ast(self, lineno: int, col_bytes: int) -> int:
         line = self.lines[lineno - 1] if lineno - 1 < len(self.lines) else ""

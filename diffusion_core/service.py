@@ -291,8 +291,8 @@ class CoreService:
                             waiting.append(item)
                             continue
                         admitted.append(item)
-                        if isinstance(item, Job):
-                            busy.add(uri)
+                        if isinstance(item, Job) and not item.stop.is_set():
+                            busy.add(uri)  # a superseded job only ends: the next one starts this turn
                     self._queue = waiting
             if reload is not None:
                 self._do_reload(reload)

@@ -66,3 +66,32 @@ def test_newer_request_supersedes_and_cancel_stops_between_steps(tiny_model, tok
     finally:
         svc.stop()
         svc.join(5)
+
+
+def test_superseded_queued_requests_do_not_cost_a_step_each(tiny_model, tokenizer):
+    """Keystrokes queued behind a running request for the same document: the superseded ones end
+    in the same turn as the newest starts, instead of holding the document one step each."""
+    sampler = Sampler(tiny_model, tokenizer)
+    svc = CoreService(sampler=sampler)
+    owner = object()
+    slow = (DOCS[3][0], DOCS[3][1], "block", 1, 1.0, 40)  # one token per step: 40 steps
+    other = svc.submit(params(0, slow, uri="file:///other.py"), owner, 0)  # keeps the loop stepping
+    svc.start()
+    try:
+        while svc.stats()["steps"] < 2:
+            time.sleep(0.001)
+        with svc._cond:  # ten keystrokes arrive within one step, behind nothing for a.py
+            futures = [svc.submit(params(i, DOCS[0], uri="file:///a.py"), owner, i) for i in range(1, 11)]
+            steps_before = svc.h["forwards"]
+        r = futures[-1].result(timeout=60)
+        assert all("superseded" in str(f.exception()) for f in futures[:-1])
+        p, s, mode, bs, th, mt = DOCS[0]
+        c = sampler.complete(p, s, mode, cfg=SamplerConfig(block_size=bs, threshold=th, max_tokens=mt))
+        assert r["text"] == c.text
+        # the newest starts within a turn or two: its own steps plus a few forwards of latency
+        # (before the fix it was one forward per superseded keystroke: 16 here)
+        assert svc.stats()["forwards"] - steps_before <= r["steps"] + 4
+        other.result(timeout=60)
+    finally:
+        svc.stop()
+        svc.join(5)

@@ -96,3 +96,18 @@ def test_batch_answers_every_line_in_order(tiny_checkpoint):
         else:
             assert set(answer) == {"error"} and answer["error"].startswith(f"line {i + 1}:"), (i, answer)
     assert "UTF-8" in out[4]["error"] and "surrogate" in out[5]["error"] and "JSON" in out[1]["error"]
+
+
+def test_the_shipped_model_serves_complete_and_batch_without_a_checkpoint(tmp_path):
+    """The default model in the package (diffusion_core/weights/default/) answers when no
+    --checkpoint is given: README's run command."""
+    from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT
+
+    assert sum(f.stat().st_size for f in DEFAULT_CHECKPOINT.iterdir()) < 32 * 2**20  # ships under 32 MB
+    src = tmp_path / "fib.py"
+    src.write_text("def fibonacci(n):\n    ")
+    r = dllm("complete", str(src), "--line", "2", "--col", "5", "--max-tokens", "8", "--trace")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stderr.decode().strip().splitlines()[-1])["tokens"] >= 1
+    r = dllm("batch", input=json.dumps({"prefix": "import os\n", "max_tokens": 4}).encode() + b"\n")
+    assert r.returncode == 0 and "completion" in json.loads(r.stdout), r.stderr

@@ -11,7 +11,8 @@ Methods (requests; params an array holding one map):
 - `complete` {id, uri, prefix, suffix, mode, max_tokens, block_size, threshold} -> result map
 - `repair` {id, uri, code, span [l, c, l, c] | position [l, c], language} -> {edits, text, rounds, ms, ...}
 - `refactor` {id, uri, code, since (the text before the edit; absent: repair every function),
-  language} -> {edits (each with a `label`: its function), text, blocks, trusted, ms}
+  language} -> {edits (each with a `label`: its function), text, blocks, trusted, ms}; while it
+  runs, the notification `progress` {id, done, total, label} before each block
   (complete's result: text, stop, steps, tokens, prompt_tokens, reused_tokens, queue_ms, compute_ms), or the error
   `cancelled` (cancelled, superseded, or the client went away).
 - `cancel` {id}: request or notification; stops the request at the next denoising step.
@@ -217,7 +218,19 @@ class Daemon:
                     raise rpc.RpcError(rpc.INVALID_REQUEST, f"{msg.method} must be a request")
                 submit = {"complete": self.service.submit, "repair": self.service.submit_repair,
                           "refactor": self.service.submit_refactor}[msg.method]
-                fut = submit(p, conn, msg.msgid)
+                if msg.method == "refactor":
+                    rid = p.get("id", msg.msgid)
+                    loop = asyncio.get_running_loop()
+
+                    def progress(done, total, label, rid=rid):  # worker thread -> this connection
+                        try:
+                            loop.call_soon_threadsafe(send, rpc.notification(
+                                "progress", {"id": rid, "done": done, "total": total, "label": label}))
+                        except RuntimeError:  # the loop is closed: the core is stopping
+                            pass
+                    fut = submit(p, conn, msg.msgid, progress=progress)
+                else:
+                    fut = submit(p, conn, msg.msgid)
                 task = asyncio.ensure_future(self._finish(asyncio.wrap_future(fut), answer))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

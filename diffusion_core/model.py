@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..kernels import use_triton
 from .kv_cache import KVCache
 
 
@@ -116,8 +118,10 @@ class Attention(nn.Module):
         if cache is not None:
             # the first n_append positions are clean and enter the cache; the rest (the block being
             # denoised) is attended to but not stored
+            P = cache.length
             k, v = cache.extend(layer, k, v, n_append)
-        if isinstance(mask, torch.Tensor) or mask is None:
+            y = cached_attention(q, k, v, mask, P)
+        elif isinstance(mask, torch.Tensor) or mask is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # a FlexAttention BlockMask (training on CUDA)
             from torch.nn.attention.flex_attention import flex_attention
@@ -126,6 +130,23 @@ class Attention(nn.Module):
             # (measured on CPU inductor, torch 2.13), so the kernel gets a contiguous copy
             y = flex_attention(q, k, v.contiguous(), block_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, C))
+
+
+BLOCK_ATTN_TRITON = os.environ.get("DLLM_LS_BLOCK_ATTN", "") == "triton"
+
+
+def cached_attention(q, k, v, mask, P: int):
+    """A step's T queries (B, H, T, D) over the keys [cache P ; their own T] (k, v: (B, H, P+T, D)),
+    under `mask`, a `step_mask` (every cached key visible; its last T columns say who sees whom
+    among the new tokens). SDPA, which beat the block-attention kernel (kernels/block_attention.py)
+    at every measured size on the H100 (docs/results.md, issue 8); `DLLM_LS_BLOCK_ATTN=triton`
+    sends a block (T <= 128) on CUDA through the kernel instead. (The CUDA-graphed decoders,
+    graphed.py, always use the kernel: it reads the cache length from a device tensor.)"""
+    if BLOCK_ATTN_TRITON and use_triton(q) and q.shape[2] <= 128:
+        from ..kernels.block_attention import block_attention_triton
+
+        return block_attention_triton(q, k, v, P, mask[0, 0, :, P:])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class FeedForward(nn.Module):
@@ -261,7 +282,7 @@ class Transformer(nn.Module):
             for (s0, n, b, P, cache), mask in zip(segs, masks):
                 sl = slice(s0, s0 + n + b)
                 kc, vc = cache.extend(i, k[:, :, sl], v[:, :, sl], n)  # (1, H, P+n+b, D)
-                ys.append(F.scaled_dot_product_attention(q[:, :, sl], kc, vc, attn_mask=mask))
+                ys.append(cached_attention(q[:, :, sl], kc, vc, mask, P))
             y = torch.cat(ys, dim=2)  # (1, H, N, D)
             x = x + att.wo(y.transpose(1, 2).reshape(1, N, C))
             x = x + layer.ffn(layer.ffn_norm(x))

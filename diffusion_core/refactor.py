@@ -8,10 +8,17 @@ order, against the text as repaired so far, so a call site below a renamed defin
 with the new definition in its prompt.
 
 Propagate: given the text before the edit (`since`), the changed region of the new text (the
-span from the first to the last character difflib finds changed) is trusted: no token that
-overlaps it is ever a suspect or remasked, and an edit that reaches into it is dropped. The rest
-of the file is judged given the edited code, so the tokens the edit made inconsistent (the old
-name at a call site, a missing argument) score low and are re-denoised.
+span from the first to the last changed character) is trusted: no token that overlaps it is ever
+a suspect or remasked, and an edit that reaches into it is dropped. Each block is judged twice,
+in the text before the edit and in the edited text, and a token is a suspect only if it scores
+low given the edit AND its log-prob fell by `RepairConfig.min_drop` since (the old name at a call
+site, a missing argument): what the edit made inconsistent, not what the model doubted anyway,
+so a block the edit does not touch costs two model calls, and one whose prompt window does not
+reach the edit (nor a change made before it) none. A suspect span may also grow by
+PROPAGATE_INSERT tokens (an argument to add is several tokens).
+
+"Repair this file" leaves docstrings alone (a function's docstring is its trusted region there):
+a model doubts prose far more than code, and rewriting it is not a repair.
 
 The result holds the edits of the whole file in the coordinates of `code`, each labelled with its
 block ("function add (line 4)"), the new text, and one entry per block. Cancellation is checked
@@ -21,13 +28,18 @@ between blocks and inside each repair (at every model call).
 from __future__ import annotations
 
 import ast
-import difflib
+import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .repair import Repairer, RepairError, TextEdit, _indent_function, apply_edits, line_col
 from .sampler import CompletionCancelled
+
+
+# Propagating an edit often inserts at a follow-on site (a new argument: ", x" is two tokens or
+# more), so a suspect span may also grow by this many tokens (repair's own search: -1, 0, +1).
+PROPAGATE_INSERT = 2
 
 
 @dataclass
@@ -35,6 +47,7 @@ class Block:
     start: int  # characters of the document [start, end), whole lines
     end: int
     label: str
+    doc: tuple[int, int] | None = None  # a function's docstring [start, end) (characters), if any
 
 
 def line_starts(code: str) -> list[int]:
@@ -88,7 +101,11 @@ def python_blocks(code: str) -> list[Block]:
                 first = min([node.lineno] + [d.lineno for d in node.decorator_list])
                 kind = "method" if owner else "function"
                 name = f"{owner.split()[-1]}.{node.name}" if owner else node.name
-                out.append(Block(*span(first, node.end_lineno), f"{kind} {name} (line {first})"))
+                doc = None
+                b0 = node.body[0]
+                if isinstance(b0, ast.Expr) and isinstance(b0.value, ast.Constant) and isinstance(b0.value.value, str):
+                    doc = span(b0.lineno, b0.end_lineno)  # its whole lines
+                out.append(Block(*span(first, node.end_lineno), f"{kind} {name} (line {first})", doc))
             elif isinstance(node, ast.ClassDef):
                 flush()
                 walk(node.body, f"class {node.name}")
@@ -101,13 +118,35 @@ def python_blocks(code: str) -> list[Block]:
 
 
 def changed_region(old: str, new: str) -> tuple[int, int] | None:
-    """[start, end) of `new` that differs from `old` (first to last changed character); None when
-    they are equal. A pure deletion gives an empty range at the place of the deletion."""
+    """[start, end) of `new` that differs from `old`: from the first to the last changed
+    character (the common prefix and suffix trimmed, so O(len)); None when they are equal. A pure
+    deletion gives an empty range at the place of the deletion."""
     old, new = old.replace("\r\n", "\n"), new.replace("\r\n", "\n")
     if old == new:
         return None
-    ops = [o for o in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes() if o[0] != "equal"]
-    return ops[0][3], ops[-1][4]
+    n = min(len(old), len(new))
+    p = 0
+    while p < n and old[p] == new[p]:
+        p += 1
+    s = 0
+    while s < n - p and old[-1 - s] == new[-1 - s]:
+        s += 1
+    return p, len(new) - s
+
+
+def old_span(blk: Block, region: tuple[int, int], delta: int) -> tuple[int, int]:
+    """The block's [start, end) in the text before the edit, given the changed region [a, b) of
+    the new text and delta = len(new) - len(old): text before the region is where it was, text
+    after it moved by delta, a bound inside it goes to the region's old bounds."""
+    a, b = region
+
+    def to_old(x: int, end: bool) -> int:
+        if x <= a:
+            return x
+        if x >= b:
+            return x - delta
+        return b - delta if end else a
+    return to_old(blk.start, False), to_old(blk.end, True)
 
 
 @dataclass
@@ -119,7 +158,7 @@ class RefactorEdit(TextEdit):
 class RefactorResult:
     edits: list[RefactorEdit]
     text: str  # the whole file after the edits
-    blocks: list[dict]  # {label, span, edits, score_before, score_after, ms, skipped}
+    blocks: list[dict]  # {label, span, edits, score_before, score_after, ms, skipped, judged}
     trusted: tuple[int, int] | None
     ms: float
 
@@ -138,7 +177,11 @@ def refactor(repairer: Repairer, code: str, *, since: str | None = None, languag
         if language != "python":
             raise RepairError(f"no block finder for {language}; send the blocks")
         blocks = python_blocks(code)
+    since = since.replace("\r\n", "\n") if since is not None else None
     trusted = changed_region(since, code) if since is not None else None
+    if trusted is not None and PROPAGATE_INSERT not in repairer.cfg.length_deltas:
+        repairer = copy.copy(repairer)  # the same model, a wider search
+        repairer.cfg = replace(repairer.cfg, length_deltas=repairer.cfg.length_deltas + (PROPAGATE_INSERT,))
     current, shift = code, 0  # shift: len(current) - len(code) from the blocks done so far
     edits: list[RefactorEdit] = []
     report: list[dict] = []
@@ -149,16 +192,20 @@ def refactor(repairer: Repairer, code: str, *, since: str | None = None, languag
             progress(n, len(blocks), blk.label)
         entry = dict(label=blk.label, span=[blk.start, blk.end], edits=0, skipped="")
         tr = (trusted[0] + shift, trusted[1] + shift) if trusted is not None else None
+        if tr is None and blk.doc is not None:  # repairing: code, not the docstring's prose
+            tr = (blk.doc[0] + shift, blk.doc[1] + shift)
+        base = (since, old_span(blk, trusted, len(code) - len(since))) if trusted is not None else None
         try:
             res = repairer.repair(current, (blk.start + shift, blk.end + shift), language=language,
-                                  should_stop=should_stop, trusted=tr)
+                                  should_stop=should_stop, trusted=tr, baseline=base)
         except RepairError as e:  # too long, ...: the other blocks go on
             entry["skipped"] = str(e)
             report.append(entry)
             continue
         kept = [e for e in res.edits
                 if tr is None or not (e.start < tr[1] and tr[0] < e.end)]  # never into the user's edit
-        entry.update(score_before=res.score_before, score_after=res.score_after, ms=res.ms, edits=len(kept))
+        entry.update(score_before=res.score_before, score_after=res.score_after, ms=res.ms, edits=len(kept),
+                     judged=res.judged)
         report.append(entry)
         if not kept:
             continue
@@ -205,8 +252,9 @@ class RefactorRequest:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def run_refactor(repairer: Repairer, req: RefactorRequest, should_stop=None) -> dict:
+def run_refactor(repairer: Repairer, req: RefactorRequest, should_stop=None, progress=None) -> dict:
     """The result map of `refactor`: {id, edits: [{start_line, ..., new_text, confidence, label}],
-    text, blocks, trusted, ms}."""
-    res = refactor(repairer, req.code, since=req.since, language=req.language, should_stop=should_stop)
+    text, blocks, trusted, ms}. `progress(done, total, label)` is called before each block."""
+    res = refactor(repairer, req.code, since=req.since, language=req.language, should_stop=should_stop,
+                   progress=progress)
     return {"id": req.id, **res.to_params()}

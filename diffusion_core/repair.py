@@ -18,6 +18,11 @@ Score: diffusion models, the mean log-prob of the function's tokens (and the clo
 judge pass; the autoregressive baseline (`causal=True`), the sum of next-token log-probs of the
 same tokens given the prompt. The search is the same for both.
 
+Refactor's propagation passes a `baseline` (the document before the user's edit): the function is
+judged there as well, and only tokens whose log-prob fell by `min_drop` are suspects. When the
+function and its prompt are the same token for token in both (the edit is outside the model's
+window), no token can have fallen: it comes back unchanged without a model call.
+
 The result is the minimal set of text edits between the old and new function (difflib on
 characters), each with a confidence: the lowest probability, under the final judge pass, of the
 tokens that carry the edit. A function with no suspect comes back unchanged.
@@ -58,6 +63,7 @@ class RepairConfig:
     max_span_tokens: int = 3  # adjacent suspects are merged into spans of at most this many tokens
     length_deltas: tuple[int, ...] = (-1, 0, 1)  # remasked span length = span length + delta
     max_function_tokens: int = 1024
+    min_drop: float = 1.0  # with a baseline (refactor): a suspect's log-prob must have fallen this much (nats)
     window: PromptWindow = field(default_factory=lambda: PromptWindow(max_prefix_tokens=384, max_suffix_tokens=128))
 
     def __post_init__(self):
@@ -88,6 +94,7 @@ class RepairResult:
     score_before: float
     score_after: float
     ms: float = 0.0
+    judged: bool = True  # False: with a baseline whose context is the same, no model call was needed
 
     def to_params(self) -> dict:
         return dict(edits=[asdict(e) for e in self.edits], text=self.text, span=list(self.span), rounds=self.rounds,
@@ -228,15 +235,20 @@ class Repairer:
             todo.discard(k)
         return cand
 
-    def _suspect_spans(self, lp: torch.Tensor, n_func: int,
-                       trusted: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    def _suspect_spans(self, lp: torch.Tensor, n_func: int, trusted: tuple[int, int] | None = None,
+                       base: torch.Tensor | None = None) -> list[tuple[int, int]]:
         """Spans [i, j) of adjacent suspect tokens, the least likely first (eos judged too: a
         doubted eos suggests a missing token at the end). Tokens in `trusted` [a, b) are never
-        suspects, and a span never reaches into them (refactor: the user's own edit)."""
+        suspects, and a span never reaches into them (refactor: the user's own edit). With `base`
+        (each token's log-prob before the edit, NaN where it has no counterpart), a token is a
+        suspect only if its log-prob fell by more than `min_drop`: what the edit made unlikely."""
         p = lp.exp()
         ta, tb = trusted if trusted is not None else (0, 0)
+
+        def fell(k: int) -> bool:
+            return base is None or bool(torch.isnan(base[k])) or float(base[k] - lp[k]) > self.cfg.min_drop
         order = [int(k) for k in torch.argsort(p) if float(p[k]) < self.cfg.suspect_prob
-                 and not ta <= min(int(k), n_func) < tb]
+                 and not ta <= min(int(k), n_func) < tb and fell(int(k))]
         spans: list[tuple[int, int]] = []
         for k in order:
             k = min(k, n_func)
@@ -257,16 +269,8 @@ class Repairer:
                 break
         return spans
 
-    # --- the search ------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def repair(self, code: str, span: tuple[int, int], *, language: str = "python",
-               should_stop: Callable[[], bool] | None = None,
-               trusted: tuple[int, int] | None = None) -> RepairResult:
-        """Repair the function at code[span[0]:span[1]]; see the module docstring. `trusted`: a
-        character range of the document that is never edited (the tokens that overlap it stay)."""
-        t0 = time.perf_counter()
-        code = code.replace("\r\n", "\n")
+    def _context(self, code: str, span: tuple[int, int]):
+        """(body, tail, func token ids, prompt ids, cap) of the function at code[span]."""
         start, end = span
         if not 0 <= start <= end <= len(code):
             raise RepairError(f"span {span} is outside the file ({len(code)} characters)")
@@ -283,8 +287,50 @@ class Repairer:
         if w.max_prefix_tokens + w.max_suffix_tokens > room:
             w = PromptWindow(max_prefix_tokens=room * 3 // 4, max_suffix_tokens=room // 4,
                              anchor_chars=w.anchor_chars, chars_per_token=w.chars_per_token)
-        prompt = build_prompt(self.tok, prefix, tail + suffix, w)
+        return body, tail, func, build_prompt(self.tok, prefix, tail + suffix, w), cap
+
+    @staticmethod
+    def _align(base_ids: list[int], base_lp: torch.Tensor, func: list[int]) -> torch.Tensor:
+        """base_lp (over base_ids + eos) carried onto func + eos: equal runs (difflib) map token to
+        token, the rest is NaN."""
+        out = torch.full((len(func) + 1,), float("nan"), device=base_lp.device)
+        sm = difflib.SequenceMatcher(None, base_ids, func, autojunk=False)
+        for i, j, n in sm.get_matching_blocks():
+            if n:
+                out[j:j + n] = base_lp[i:i + n]
+        out[len(func)] = base_lp[len(base_ids)]  # eos
+        return out
+
+    # --- the search ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def repair(self, code: str, span: tuple[int, int], *, language: str = "python",
+               should_stop: Callable[[], bool] | None = None,
+               trusted: tuple[int, int] | None = None,
+               baseline: tuple[str, tuple[int, int]] | None = None) -> RepairResult:
+        """Repair the function at code[span[0]:span[1]]; see the module docstring. `trusted`: a
+        character range of the document that is never edited (the tokens that overlap it stay).
+        `baseline` (refactor): the document before an edit and this function's span in it; it is
+        judged there too, and only tokens whose log-prob fell by `min_drop` since are suspects."""
+        t0 = time.perf_counter()
+        code = code.replace("\r\n", "\n")
+        start, end = span
+        body, tail, func, prompt, cap = self._context(code, span)
         cache = KVCache.for_model(self.model)
+        base_ids = base_lp = None
+        if baseline is not None:
+            try:
+                _b, _t, base_ids, base_prompt, _c = self._context(baseline[0].replace("\r\n", "\n"), baseline[1])
+            except RepairError:
+                base_ids = None  # too long before the edit: judge without a baseline
+            if base_ids == func and base_prompt == prompt:  # the model sees exactly what it saw before
+                return RepairResult(edits=[], text=body + tail, span=(start, end), rounds=0, candidates=0,
+                                    score_before=0.0, score_after=0.0, ms=(time.perf_counter() - t0) * 1000,
+                                    judged=False)
+            if base_ids is not None:
+                if should_stop is not None and should_stop():
+                    raise CompletionCancelled
+                base_lp, _ = self.judge(base_ids, KVCache.for_model(self.model), base_prompt)
         check = python_parses if language == "python" else (lambda _t: True)
 
         tt = None  # the trusted range as token indices of func [ta, tb), moved as spans change length
@@ -304,7 +350,8 @@ class Repairer:
         lp, score = self.judge(func, cache, prompt)
         score0, n_cand, rounds = score, 0, 0
         for _ in range(self.cfg.max_rounds):
-            spans = self._suspect_spans(lp, len(func), tt)
+            base = self._align(base_ids, base_lp, func) if base_lp is not None else None
+            spans = self._suspect_spans(lp, len(func), tt, base)
             if not spans:
                 break
             rounds += 1
@@ -325,7 +372,7 @@ class Repairer:
                         raise CompletionCancelled
                     c_lp, c_score = self.judge(cand, cache, prompt)
                     n_cand += 1
-                    if c_score >= score + self.cfg.margin and (best is None or c_score > best[2]):
+                    if c_score >= score + self.cfg.margin and (best is None or _better(c_score, cand, best, len(func))):
                         best = (cand, c_lp, c_score, (a, b))
             if best is None:
                 break
@@ -362,6 +409,18 @@ class Repairer:
             edits.append(TextEdit(start=a, end=b, start_line=l1, start_character=c1, end_line=l2, end_character=c2,
                                   new_text=new[j1:j2], confidence=round(float(conf), 4)))
         return edits
+
+
+TIE = 0.01  # nats: candidates this close score the same
+
+
+def _better(c_score: float, cand: list[int], best: tuple, n: int) -> bool:
+    """Whether a candidate beats the best so far: a higher score, or about the same score with a
+    smaller change of length (a mean log-prob can rise by adding confident tokens: a repeated
+    word must not win a tie)."""
+    if abs(c_score - best[2]) <= TIE:
+        return abs(len(cand) - n) < abs(len(best[0]) - n)
+    return c_score > best[2]
 
 
 def apply_edits(code: str, edits: list[TextEdit]) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..kernels import use_triton
 from .kv_cache import KVCache, common_prefix_len
 from .prompt import PromptWindow, build_prompt
 from .stops import StopContext, find_stop
@@ -68,16 +69,16 @@ class Completion:
 
 
 def confidence(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position (confidence, argmax token) from logits (..., V)."""
+    """Per-position (confidence, argmax token) from logits (..., V); the token is the first
+    argmax on ties, as in kernels.commit."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     if kind == "margin":
-        top = logp.topk(2, dim=-1)
-        p = top.values.exp()
-        return p[..., 0] - p[..., 1], top.indices[..., 0]
+        p = logp.topk(2, dim=-1).values.exp()
+        return p[..., 0] - p[..., 1], logp.argmax(dim=-1)
     best, tokens = logp.max(dim=-1)
     if kind == "maxprob":
         return best.exp(), tokens
-    ent = -(logp.exp() * logp).sum(-1)
+    ent = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)  # 0 log 0 = 0 for banned (-inf) tokens
     return 1.0 - ent / math.log(logits.shape[-1]), tokens
 
 
@@ -256,12 +257,19 @@ class DecodeState:
         if self.first:
             self.cache.append_tokens(self.clean)
             self.first = False
-        logits = logits.masked_fill(s.ban, float("-inf"))
-        conf, pred = confidence(logits, cfg.confidence)
-        idx = masked.nonzero().squeeze(1)
-        order = conf[idx].argsort(descending=True, stable=True)
-        n = commit_count(conf[idx][order], cfg)
-        chosen = idx[order[:n]]
+        if use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
+            from ..kernels.commit import fused_commit
+
+            pred, _, chosen = fused_commit(logits, masked, ban=s.ban, kind=cfg.confidence, rule=cfg.rule,
+                                           threshold=cfg.threshold, factor=cfg.factor)  # chosen: bool (b,)
+            n = int(chosen.sum())
+        else:
+            logits = logits.masked_fill(s.ban, float("-inf"))
+            conf, pred = confidence(logits, cfg.confidence)
+            idx = masked.nonzero().squeeze(1)
+            order = conf[idx].argsort(descending=True, stable=True)
+            n = commit_count(conf[idx][order], cfg)
+            chosen = idx[order[:n]]
         block[0, chosen] = pred[chosen]
         masked[chosen] = False
         trace.steps += 1

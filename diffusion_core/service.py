@@ -94,6 +94,7 @@ class Job:
     reason: str = "cancelled"
     submitted: float = dataclasses.field(default_factory=time.perf_counter)
     started: bool = False
+    progress: object = None  # refactor: progress(done, total, label), called in the worker thread
 
 
 @dataclasses.dataclass
@@ -195,16 +196,17 @@ class CoreService:
             raise RpcError(INVALID_PARAMS, str(e)) from None
         return self._submit(Job(params=req, owner=owner))
 
-    def submit_refactor(self, params: dict, owner, default_id: int) -> Future:
+    def submit_refactor(self, params: dict, owner, default_id: int, progress=None) -> Future:
         """Queue a `refactor` (diffusion_core/refactor.py): repair every block of a file, or
-        propagate an edit; it runs in the worker like a repair."""
+        propagate an edit; it runs in the worker like a repair. `progress(done, total, label)` is
+        called from the worker thread before each block."""
         from .refactor import RefactorRequest
 
         try:
             req = RefactorRequest.parse(params, default_id)
         except ValueError as e:
             raise RpcError(INVALID_PARAMS, str(e)) from None
-        return self._submit(Job(params=req, owner=owner))
+        return self._submit(Job(params=req, owner=owner, progress=progress))
 
     def _submit(self, job: Job) -> Future:
         with self._cond:
@@ -539,7 +541,8 @@ class CoreService:
             self._mark_started(job)
         try:
             s = self.sampler
-            result = run(Repairer(s.model, s.tok), job.params, should_stop=job.stop.is_set)
+            kw = {"progress": job.progress} if name == "refactor" and job.progress is not None else {}
+            result = run(Repairer(s.model, s.tok), job.params, should_stop=job.stop.is_set, **kw)
         except CompletionCancelled:
             with self._cond:
                 self.h["cancelled_running"] += 1

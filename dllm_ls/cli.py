@@ -23,7 +23,8 @@ SUBCOMMANDS = {
     "eval": ("dllm_ls.trainer.eval_cli", "evaluate a checkpoint (q1, q2, q3, loss)"),
     "core": ("dllm_ls.diffusion_core.daemon", "the resident diffusion core (msgpack-rpc on a private unix socket)"),
     "serve": ("dllm_ls.lsp_server.cli", "the language server (LSP over stdio; --tcp HOST:PORT)"),
-    "bench": ("dllm_ls.lsp_server.bench", "benchmarks: s2 (editor latency), s3 (many editors, one core), q1parse (insertions that parse)"),
+    "bench": ("dllm_ls.lsp_server.bench", "benchmarks: s2 (editor latency), s3 (many editors, one core), q1parse (insertions that parse), "
+              "speed (decode tokens/s, diffusion vs AR)"),
 }
 
 

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol
@@ -124,6 +125,25 @@ class RepairQuery:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+@dataclass(kw_only=True)
+class RefactorQuery:
+    """The params map of the core's `refactor` (diffusion_core/refactor.py `RefactorRequest`): the
+    document's text (LF) and `since`, its text before the edit to propagate (None: repair every
+    function)."""
+    id: int
+    uri: str
+    code: str
+    since: str | None = None
+    language: str = "python"
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# progress(done, total, label): called on the event loop before each block of a refactor
+Progress = Callable[[int, int, str], None]
+
+
 class CoreClient(Protocol):
     """What the server needs from a core, in process or behind a socket."""
 
@@ -136,6 +156,13 @@ class CoreClient(Protocol):
         """Repair the function: the result map of the core's `repair` ({edits: [{start_line,
         start_character, end_line, end_character, new_text, confidence}], text, rounds, ms, ...}).
         Raises CompletionCancelled or CoreError; cancelling the awaiting task cancels the repair."""
+        ...
+
+    async def refactor(self, query: RefactorQuery, progress: Progress | None = None) -> dict:
+        """Repair every function of the file, or propagate the edit `query.since` -> `query.code`:
+        the result map of the core's `refactor` ({edits: [{start, end, start_line, ..., new_text,
+        confidence, label}], text, blocks, trusted, ms}). Raises CompletionCancelled or CoreError;
+        cancelling the awaiting task stops it in the core (between model calls)."""
         ...
 
     def cancel(self, id: int) -> None:
@@ -178,6 +205,7 @@ class SocketCore:
         self.start_timeout = start_timeout
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future] = {}
+        self._progress: dict[int, Progress] = {}  # refactor request id -> its progress callback
         self._ids = itertools.count(1)
         self._connecting: asyncio.Task | None = None
         self._closed = False
@@ -298,6 +326,14 @@ class SocketCore:
                         fut = self._pending.pop(msg.msgid, None)
                         if fut is not None and not fut.done():
                             fut.set_result((msg.error, msg.result))
+                    elif msg.kind == rpc.NOTIFICATION and msg.method == "progress":
+                        p = msg.params or {}
+                        cb = self._progress.get(p.get("id"))
+                        if cb is not None:
+                            try:
+                                cb(int(p.get("done", 0)), int(p.get("total", 0)), str(p.get("label", "")))
+                            except Exception:  # a progress report never breaks the connection
+                                log.exception("progress callback failed")
         except (OSError, rpc.FrameError, rpc.RpcError) as e:
             log.warning("connection to the core broken: %s", e)
         finally:
@@ -369,7 +405,20 @@ class SocketCore:
         return CompletionResult.from_params(res)
 
     async def repair(self, query: RepairQuery) -> dict:
-        fut = asyncio.ensure_future(self._call("repair", query.to_params()))
+        return await self._whole("repair", query)
+
+    async def refactor(self, query: RefactorQuery, progress: Progress | None = None) -> dict:
+        if progress is not None:
+            self._progress[query.id] = progress
+        try:
+            return await self._whole("refactor", query)
+        finally:
+            self._progress.pop(query.id, None)
+
+    async def _whole(self, method: str, query) -> dict:
+        """`repair` / `refactor`: one request whose answer is a map; a cancelled awaiting task
+        cancels it in the core and waits at most a second for it to leave."""
+        fut = asyncio.ensure_future(self._call(method, query.to_params()))
         try:
             err, res = await asyncio.shield(fut)
         except asyncio.CancelledError:

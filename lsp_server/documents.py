@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import DllmError
+from .history import EditHistory, common_affixes
 from .positions import UTF16, LineIndex
 
 
@@ -35,6 +36,7 @@ class Document:
     text: str
     version: int = 0
     language_id: str = ""
+    history: EditHistory = field(default_factory=EditHistory, repr=False)  # recent edits (history.py)
     _index: LineIndex | None = field(default=None, init=False, repr=False)
 
     @property
@@ -60,17 +62,28 @@ class Document:
         return self.index.position(offset, encoding)
 
     def apply(self, change: TextChange, encoding: str = UTF16):
-        """Apply one change; positions past the end of the text clamp to it (as editors do)."""
+        """Apply one change (and record it in `history`); positions past the end of the text clamp
+        to it (as editors do). A whole-text change is recorded as the span that differs."""
+        old = self.text
         if change.range is None:
             self.text = change.text
-            return
-        (sl, sc), (el, ec) = change.range
-        idx = self.index
-        start = idx.offset(sl, sc, encoding, clamp_line=True)
-        end = idx.offset(el, ec, encoding, clamp_line=True)
-        if end < start:
-            start, end = end, start
-        self.text = self.text[:start] + change.text + self.text[end:]
+            start, end, inserted = _differing(old, change.text)
+        else:
+            (sl, sc), (el, ec) = change.range
+            idx = self.index
+            start = idx.offset(sl, sc, encoding, clamp_line=True)
+            end = idx.offset(el, ec, encoding, clamp_line=True)
+            if end < start:
+                start, end = end, start
+            self.text = old[:start] + change.text + old[end:]
+            inserted = change.text
+        self.history.record(old, start, end, inserted, self.text, self.version)
+
+
+def _differing(old: str, new: str) -> tuple[int, int, str]:
+    """(start, end, inserted): old[start:end] -> inserted gives `new` (common prefix and suffix)."""
+    p, s = common_affixes(old, new)
+    return p, len(old) - s, new[p:len(new) - s]
 
 
 class DocumentStore:
@@ -87,9 +100,9 @@ class DocumentStore:
 
     def change(self, uri: str, version: int, changes: list[TextChange]) -> Document:
         doc = self.get(uri)
+        doc.version = version
         for ch in changes:
             doc.apply(ch, self.encoding)
-        doc.version = version
         return doc
 
     def close(self, uri: str):

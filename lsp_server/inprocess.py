@@ -132,25 +132,55 @@ class InProcessCore:
     async def repair(self, query) -> dict:
         """`CoreClient.repair` in this process: runs in the worker thread, in order with completions;
         the awaiting task's cancellation stops it at its next model call."""
-        from ..diffusion_core.repair import RepairError, RepairRequest, Repairer, run_repair
+        from ..diffusion_core.repair import RepairRequest, run_repair
+
+        return await self._whole("repair", lambda stop: run_repair(
+            self._repairer(), RepairRequest.parse(query.to_params(), query.id), should_stop=stop))
+
+    async def refactor(self, query, progress=None) -> dict:
+        """`CoreClient.refactor` in this process (like `repair`); `progress(done, total, label)`
+        is called on the event loop before each block."""
+        from ..diffusion_core.refactor import RefactorRequest, run_refactor
+
+        loop = asyncio.get_running_loop()
+        report = None
+        if progress is not None:
+            def report(done, total, label):  # worker thread -> the event loop
+                try:
+                    loop.call_soon_threadsafe(progress, done, total, label)
+                except RuntimeError:  # the loop is closed
+                    pass
+        return await self._whole("refactor", lambda stop: run_refactor(
+            self._repairer(), RefactorRequest.parse(query.to_params(), query.id), should_stop=stop,
+            progress=report))
+
+    def _repairer(self):
+        from ..diffusion_core.repair import Repairer
+
+        if self._sampler is None:
+            h = self.health()
+            raise CoreError(h.message or "the model is not loaded", h.fix)
+        return Repairer(self._sampler.model, self._sampler.tok)
+
+    async def _whole(self, name: str, run) -> dict:
+        """Run `run(should_stop)` (a repair or a refactor) in the worker thread; errors become one
+        line (CoreError), cancelling the awaiting task stops it at its next model call."""
+        from ..diffusion_core.repair import RepairError
         from ..diffusion_core.sampler import CompletionCancelled as SamplerCancelled
 
         stop = threading.Event()
 
         def work():
-            if self._sampler is None:
-                h = self.health()
-                raise CoreError(h.message or "the model is not loaded", h.fix)
             try:
-                req = RepairRequest.parse(query.to_params(), query.id)
-                s = self._sampler
-                return run_repair(Repairer(s.model, s.tok), req, should_stop=stop.is_set)
+                return run(stop.is_set)
             except SamplerCancelled:
                 raise CompletionCancelled from None
+            except CoreError:
+                raise
             except (RepairError, ValueError) as e:
-                raise CoreError(f"cannot repair: {e}") from None
+                raise CoreError(f"cannot {name}: {e}") from None
             except Exception as e:
-                log.exception("repair failed")
+                log.exception("%s failed", name)
                 raise CoreError(f"the core failed ({type(e).__name__}: {e})",
                                 "see the server log (`dllm-ls serve --log-file PATH`) and report it") from None
 

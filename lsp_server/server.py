@@ -28,6 +28,7 @@ from .core_client import CompletionCancelled, CoreClient
 from .fix import actions_at as fix_actions_at
 from .fix import find_span as fix_find_span
 from .fix import repair as fix_repair
+from . import refactor as refactor_actions
 from .syntax import language_id_for
 from .documents import DocumentStore, TextChange, UnknownDocument
 from .engine import CompletionEngine, InlineQuery
@@ -70,6 +71,7 @@ class DllmServer(LanguageServer):
         self._status: tuple | None = None
         self._client_initialized = False
         self._loading: asyncio.Task | None = None
+        self._progress_cancel: dict[str, Callable[[], None]] = {}  # token -> stop the work it reports on
 
     # --- status ------------------------------------------------------------------------------
 
@@ -307,33 +309,94 @@ def create_server(core_factory: CoreFactory | None = None) -> DllmServer:
         return index.position(start + col, ls.docs.encoding)
 
     @ls.feature(lsp.TEXT_DOCUMENT_CODE_ACTION,
-                lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix], resolve_provider=True))
+                lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix,
+                                                         lsp.CodeActionKind.RefactorRewrite,
+                                                         refactor_actions.KIND_REPAIR_FILE],
+                                      resolve_provider=True))
     @_request_guard
     async def code_action(params: lsp.CodeActionParams):
-        """Repair actions ("Fix syntax error", "Fix this function") without edits; resolve fixes."""
-        only = params.context.only
-        if only and not any(str(k).startswith("quickfix") for k in only):
-            return []
+        """Actions without edits (resolve computes them): the repair actions ("Fix syntax error",
+        "Fix this function") and the whole-file ones ("Propagate this edit", "Repair this file")."""
+        only = [str(getattr(k, "value", k)) for k in (params.context.only or [])]
+
+        def wanted(kind: str) -> bool:
+            return not only or any(kind == o or kind.startswith(o + ".") for o in only)
+
         doc = ls.docs.get(params.text_document.uri)
         index = doc.index
         pos = params.range.start
         offset = index.offset(pos.line, pos.character, ls.docs.encoding)
-        lf = index.text[:offset].replace("\r\n", "\n")
         language = doc.language_id or language_id_for(doc.uri)
-        actions = fix_actions_at(index.text.replace("\r\n", "\n"), len(lf), language)
-        return [lsp.CodeAction(title=f"dllm-ls: {a.title}", kind=lsp.CodeActionKind.QuickFix,
-                               data={"uri": doc.uri, "line": pos.line, "character": pos.character,
-                                     "title": a.title})
-                for a in actions]
+        out = []
+        if wanted(lsp.CodeActionKind.QuickFix.value):
+            lf = index.text[:offset].replace("\r\n", "\n")
+            for a in fix_actions_at(index.text.replace("\r\n", "\n"), len(lf), language):
+                out.append(lsp.CodeAction(title=f"dllm-ls: {a.title}", kind=lsp.CodeActionKind.QuickFix,
+                                          data={"uri": doc.uri, "line": pos.line, "character": pos.character,
+                                                "title": a.title}))
+        invoked = params.context.trigger_kind != lsp.CodeActionTriggerKind.Automatic
+        for a in refactor_actions.actions_at(index.text, doc.history, pos.line, params.range.end.line,
+                                             language, invoked):
+            if wanted(a.kind):
+                data = {"uri": doc.uri, "action": a.action, "title": a.title}
+                if a.edit is not None:
+                    data["edit"] = a.edit.id
+                out.append(lsp.CodeAction(title=f"dllm-ls: {a.title}", kind=a.kind, data=data))
+        return out
+
+    async def with_progress(title: str, message: str, work):
+        """Await the coroutine `work(report)` under a work-done progress token when the client
+        supports them (`report(message, percentage)`); the progress' cancel button
+        (window/workDoneProgress/cancel) stops it like $/cancelRequest does (-32800)."""
+        token = None
+        if _client_has(ls.client_capabilities, "window", "work_done_progress"):
+            token = str(uuid.uuid4())
+            try:
+                await ls.work_done_progress.create_async(token)
+                ls.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(
+                    title=title, message=message, cancellable=True, percentage=0))
+            except Exception:  # a client that refuses progress still gets its answer
+                token = None
+
+        def report(msg: str, percentage: int | None = None):
+            if token is not None:
+                ls.work_done_progress.report(token, lsp.WorkDoneProgressReport(message=msg, percentage=percentage))
+
+        task = asyncio.ensure_future(work(report))
+        stopped = []
+        if token is not None:
+            ls._progress_cancel[token] = lambda: (stopped.append(True), task.cancel())
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if stopped:  # the progress was cancelled, not this request
+                raise JsonRpcException(code=-32800, message=f"{message}: cancelled") from None
+            raise
+        except CompletionCancelled:
+            raise JsonRpcException(code=-32800, message=f"{message}: cancelled") from None
+        finally:
+            if token is not None:
+                ls._progress_cancel.pop(token, None)
+                ls.work_done_progress.end(token, lsp.WorkDoneProgressEnd())
+                ls.work_done_progress.tokens.pop(token, None)
+
+    @ls.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CANCEL)
+    def work_done_progress_cancel(params: lsp.WorkDoneProgressCancelParams):
+        stop = ls._progress_cancel.pop(str(params.token), None)
+        if stop is not None:
+            stop()
 
     @ls.feature(lsp.CODE_ACTION_RESOLVE)
     @_request_guard
     async def code_action_resolve(action: lsp.CodeAction):
-        """Run the repair (with `$/progress` when the client supports it; `$/cancelRequest`
-        stops it in the core) and return the action with a WorkspaceEdit. Nothing is written."""
+        """Run the repair or the refactor (with `$/progress` when the client supports it;
+        `$/cancelRequest` stops it in the core) and return the action with a WorkspaceEdit.
+        Nothing is written: the client applies the edit, or not."""
         data = action.data if isinstance(action.data, dict) else {}
         if not isinstance(data.get("uri"), str):
             raise JsonRpcException(code=INVALID_PARAMS, message="codeAction/resolve: not a dllm-ls action")
+        if data.get("action") in ("propagate", "repairFile"):
+            return await resolve_refactor(action, data)
         doc = ls.docs.get(data["uri"])
         index = doc.index
         text = index.text.replace("\r\n", "\n")
@@ -343,23 +406,8 @@ def create_server(core_factory: CoreFactory | None = None) -> DllmServer:
         span = fix_find_span(text, offset, language)
         if span is None:
             raise DllmError("the cursor is no longer inside a function; ask for the code actions again")
-        token = None
-        if _client_has(ls.client_capabilities, "window", "work_done_progress"):
-            token = str(uuid.uuid4())
-            try:
-                await ls.work_done_progress.create_async(token)
-                ls.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(
-                    title="dllm-ls", message=data.get("title", "repairing"), cancellable=True))
-            except Exception:  # a client that refuses progress still gets its fix
-                token = None
-        try:
-            edits, res = await fix_repair(ls.core, doc.uri, text, span, language)
-        except CompletionCancelled:
-            raise JsonRpcException(code=-32800, message="the repair was cancelled") from None
-        finally:
-            if token is not None:
-                ls.work_done_progress.end(token, lsp.WorkDoneProgressEnd())
-                ls.work_done_progress.tokens.pop(token, None)
+        edits, res = await with_progress("dllm-ls", data.get("title", "repairing"),
+                                         lambda report: fix_repair(ls.core, doc.uri, text, span, language))
         changes = []
         for e in edits:
             a, b = _lf_to_doc(index, text, e.start), _lf_to_doc(index, text, e.end)
@@ -370,6 +418,78 @@ def create_server(core_factory: CoreFactory | None = None) -> DllmServer:
         action.title = (f"{action.title} (confidence {conf:.2f})" if edits
                         else f"{action.title}: the model finds nothing to fix")
         return action
+
+    async def resolve_refactor(action: lsp.CodeAction, data: dict):
+        """"Propagate this edit" / "Repair this file": the core's `refactor` over the whole file,
+        answered as one WorkspaceEdit, its edits annotated per function (needsConfirmation)."""
+        doc = ls.docs.get(data["uri"])
+        index, version = doc.index, doc.version  # this version's text, even if the user types on
+        language = doc.language_id or language_id_for(doc.uri)
+        if language != "python":
+            raise refactor_actions.RefactorInputError(
+                f"whole-file refactors need a Python file; {doc.uri} is {language or 'of an unknown language'}")
+        text = index.text.replace("\r\n", "\n")
+        since = None
+        if data["action"] == "propagate":
+            edit = doc.history.get(data.get("edit")) if isinstance(data.get("edit"), int) else None
+            if edit is None:
+                raise refactor_actions.RefactorInputError(
+                    "that edit is no longer in the document's recent edits (undone, propagated, or "
+                    "merged with a later one); ask for the code actions again")
+            since = doc.history.before(edit, index.text).replace("\r\n", "\n")
+            where = f"the edit at line {refactor_actions.edit_line(index.text, edit) + 1}"
+        else:
+            where = "every function"
+        refactor_actions.check_input(data["action"], text, since)
+        title = data.get("title", "refactoring")
+
+        async def work(report):
+            def progress(done, total, label):
+                report(f"{label} ({done + 1}/{total})", int(100 * done / max(1, total)))
+            return await refactor_actions.refactor(ls.core, doc.uri, text, since, language, progress)
+
+        edits, res = await with_progress("dllm-ls", title, work)
+        action.edit = _workspace_edit(doc, index, text, version, edits, f"dllm-ls: {title} ({where})")
+        if edits:
+            action.title = f"{action.title}: {refactor_actions.summary(edits)}"
+            new = res.get("text", "")
+            if isinstance(new, str):
+                doc.history.expect(new.replace("\n", doc.eol) if doc.eol != "\n" else new)
+        else:
+            action.title = f"{action.title}: the model finds nothing to change"
+        return action
+
+    def _workspace_edit(doc, index, text: str, version: int, edits, description: str) -> lsp.WorkspaceEdit:
+        """One TextDocumentEdit (at `version`, so a client refuses it once the document changed),
+        its edits annotated with their function, every annotation needsConfirmation: the client
+        shows a preview. Clients without documentChanges get `changes`, without annotations."""
+        caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
+        document_changes = bool(getattr(caps, "document_changes", False))
+        annotated = document_changes and getattr(caps, "change_annotation_support", None) is not None
+        ids: dict[str, str] = {}
+        annotations: dict[str, lsp.ChangeAnnotation] = {}
+        out = []
+        for e in edits:
+            a, b = _lf_to_doc(index, text, e.start), _lf_to_doc(index, text, e.end)
+            rng = lsp.Range(start=lsp.Position(*a), end=lsp.Position(*b))
+            new_text = e.new_text.replace("\n", doc.eol) if doc.eol != "\n" else e.new_text
+            if not annotated:
+                out.append(lsp.TextEdit(range=rng, new_text=new_text))
+                continue
+            if e.label not in ids:
+                ids[e.label] = f"dllm.{len(ids) + 1}"
+            aid = ids[e.label]
+            conf = min(x.confidence for x in edits if x.label == e.label)
+            annotations[aid] = lsp.ChangeAnnotation(label=e.label, needs_confirmation=True,
+                                                    description=f"{description}; confidence {conf:.2f}")
+            out.append(lsp.AnnotatedTextEdit(range=rng, new_text=new_text, annotation_id=aid))
+        if not document_changes:
+            return lsp.WorkspaceEdit(changes={doc.uri: out})
+        return lsp.WorkspaceEdit(
+            document_changes=[lsp.TextDocumentEdit(
+                text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=version),
+                edits=out)],
+            change_annotations=annotations or None)
 
     @ls.command(ACCEPT)
     def accept(*args):

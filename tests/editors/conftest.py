@@ -67,8 +67,11 @@ def editor_checkpoint(tmp_path_factory, tokenizer) -> Path:
     return d
 
 
-def scripted_serve_cmd(checkpoint: Path, document: Path) -> list[str]:
-    return [sys.executable, "-m", "tests.editors.scripted_serve", "--document", str(document), "--",
+def scripted_serve_cmd(checkpoint: Path, document: Path, judge_file: Path | None = None,
+                       judge_before: Path | None = None) -> list[str]:
+    judge = ["--judge-file", str(judge_file)] if judge_file is not None else []
+    judge += ["--judge-before", str(judge_before)] if judge_before is not None else []
+    return [sys.executable, "-m", "tests.editors.scripted_serve", "--document", str(document), *judge, "--",
             "--checkpoint", str(checkpoint), "--threads", "1"]
 
 

@@ -1,12 +1,15 @@
 """`dllm-ls serve` whose model writes a known document: the editor tests' predictable ghost text.
 
-    python -m tests.editors.scripted_serve --document FILE -- [dllm-ls serve arguments]
+    python -m tests.editors.scripted_serve --document FILE [--judge-file RIGHT [--judge-before OLD]] -- [serve args]
 
 This is the real `dllm-ls serve` (the console script's `main`, the real InProcessCore, sampler,
 engine, post-processing and protocol); the only test-only part is the model: the checkpoint loads
 as usual, then its model is replaced by `DocumentModel`, which continues the prompt's prefix along
 FILE's text (its eos when the prefix is not a prefix of FILE). It is stateless (it reads the prompt
 from the KV cache's token ids), so cache reuse across keystrokes behaves as with a real model.
+With --judge-file RIGHT the model is tests/diffusion_core/scripted.py's FileJudge instead, which
+takes RIGHT's blocks for the right ones (OLD's where the edit is not in the context): the code
+actions' edits (repair, refactor) are known.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class DocumentModel(nn.Module):
 
 def main(argv: list[str]) -> int:
     doc_path = argv[argv.index("--document") + 1]
+    ours = argv[:argv.index("--")] if "--" in argv else argv
+    judge = ours[ours.index("--judge-file") + 1] if "--judge-file" in ours else None
+    before = ours[ours.index("--judge-before") + 1] if "--judge-before" in ours else None
     serve_args = argv[argv.index("--") + 1:] if "--" in argv else []
     with open(doc_path, encoding="utf-8") as f:
         document = f.read()
@@ -64,6 +70,12 @@ def main(argv: list[str]) -> int:
 
     def load_checkpoint(path, *args, **kwargs):
         model, tok = real_load(path, *args, **kwargs)
+        if judge is not None:
+            from tests.diffusion_core.scripted import FileJudge
+
+            old = open(before, encoding="utf-8").read() if before else None
+            with open(judge, encoding="utf-8") as f:
+                return FileJudge.for_file(tok, f.read(), old), tok
         return DocumentModel(tok, document, model.cfg), tok
 
     checkpoint.load_checkpoint = load_checkpoint

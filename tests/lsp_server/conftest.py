@@ -47,9 +47,11 @@ def server_env() -> dict:
 
 
 async def start_client(command: list[str], *, encodings: list[str] | None = None, inline: bool = True,
-                       init_options=None, progress: bool = True, configuration: bool = False):
+                       init_options=None, progress: bool = True, configuration: bool = False,
+                       workspace_edit=None):
     """A pytest-lsp client connected to a fresh server process, initialized; `client.statuses`
-    collects the `dllm/status` notifications."""
+    collects the `dllm/status` notifications. `workspace_edit`: the client's
+    WorkspaceEditClientCapabilities (documentChanges, changeAnnotationSupport)."""
     from lsprotocol import types as T
     from pytest_lsp import ClientServerConfig
 
@@ -66,7 +68,7 @@ async def start_client(command: list[str], *, encodings: list[str] | None = None
         text_document=T.TextDocumentClientCapabilities(
             inline_completion=T.InlineCompletionClientCapabilities() if inline else None),
         window=T.WindowClientCapabilities(work_done_progress=progress),
-        workspace=T.WorkspaceClientCapabilities(configuration=configuration),
+        workspace=T.WorkspaceClientCapabilities(configuration=configuration, workspace_edit=workspace_edit),
         general=T.GeneralClientCapabilities(position_encodings=encodings) if encodings else None)
     client.init_result = await client.initialize_session(
         T.InitializeParams(capabilities=caps, initialization_options=init_options))

@@ -4,7 +4,9 @@
 
 --step-ms slows every model step (to cancel a request mid-flight); --script replaces the model
 with tests/diffusion_core/scripted.py's ScriptedModel writing TEXT (with the checkpoint's
-tokenizer); --judge FUNC with its JudgeModel, which takes FUNC for the right function (repair). It adds one test-only command, `test.document` [uri, line, character], answering
+tokenizer); --judge FUNC with its JudgeModel, which takes FUNC for the right function (repair);
+--judge-file FILE [--judge-before OLD] with its FileJudge, which takes FILE's blocks for the right
+ones (refactor; OLD's where the edit is not in the context). It adds one test-only command, `test.document` [uri, line, character], answering
 what the server's document store holds: the text, and the offset of the position and the text
 before it in the negotiated encoding.
 """
@@ -41,6 +43,10 @@ def main():
     p.add_argument("--step-ms", type=float, default=0.0)
     p.add_argument("--script", default=None)
     p.add_argument("--judge", default=None, help="a scripted judge (repair) that knows this function is right")
+    p.add_argument("--judge-file", default=None, help="a scripted judge of whole files (refactor): each block "
+                   "is judged against the nearest block of this file")
+    p.add_argument("--judge-before", default=None, help="with --judge-file: the file before the edit, right "
+                   "where the edit is not in the context")
     args = p.parse_args()
 
     from dllm_ls.diffusion_core.checkpoint import load_checkpoint
@@ -59,6 +65,12 @@ def main():
         from tests.diffusion_core.scripted import JudgeModel
 
         model = JudgeModel(tok, tok.encode(args.judge.rstrip("\n")) + [tok.eos_id])
+    if args.judge_file is not None:
+        from tests.diffusion_core.scripted import FileJudge
+
+        before = open(args.judge_before, encoding="utf-8").read() if args.judge_before else None
+        with open(args.judge_file, encoding="utf-8") as f:
+            model = FileJudge.for_file(tok, f.read(), before)
     if args.step_ms:
         model = SlowModel(model, args.step_ms)
 

@@ -33,9 +33,10 @@ async def client(lsp_checkpoint):
 
 
 def _params(uri, line, character):
+    """Quick fixes only (the whole-file actions are test_e2e_refactor.py's)."""
     p = T.Position(line=line, character=character)
     return T.CodeActionParams(text_document=T.TextDocumentIdentifier(uri=uri), range=T.Range(start=p, end=p),
-                              context=T.CodeActionContext(diagnostics=[]))
+                              context=T.CodeActionContext(diagnostics=[], only=[T.CodeActionKind.QuickFix]))
 
 
 def _apply(text: str, edits: list[T.TextEdit]) -> str:

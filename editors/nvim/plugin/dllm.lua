@@ -28,4 +28,14 @@ end, { desc = 'dllm-ls: restart the language server' })
 vim.api.nvim_create_user_command('DllmFix', function()
   if need_setup() then return end
   require('dllm').fix()
-end, { desc = 'dllm-ls: fix this function (code action; not offered by the server yet)' })
+end, { desc = 'dllm-ls: fix this function (code actions)' })
+
+vim.api.nvim_create_user_command('DllmPropagate', function()
+  if need_setup() then return end
+  require('dllm').propagate()
+end, { desc = 'dllm-ls: propagate your recent edit through the file (a preview, hunk by hunk)' })
+
+vim.api.nvim_create_user_command('DllmRepairFile', function()
+  if need_setup() then return end
+  require('dllm').repair_file()
+end, { desc = 'dllm-ls: repair every function of the file (a preview, hunk by hunk)' })

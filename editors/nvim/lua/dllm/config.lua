@@ -9,6 +9,14 @@ local M = {}
 ---@field prev string|false         show the previous suggestion
 ---@field dismiss string|false      hide the suggestion until the next keystroke
 
+---@class dllm.PreviewKeys
+---@field accept string      accept the hunk under the cursor
+---@field reject string      reject the hunk under the cursor
+---@field accept_all string  accept every pending hunk
+---@field reject_all string  reject every pending hunk
+---@field apply string       apply the accepted hunks now (the pending ones are rejected)
+---@field cancel string      close the preview, apply nothing
+
 ---@class dllm.Config
 M.defaults = {
   -- Turn inline suggestions on at start (`:DllmToggle` flips it at run time).
@@ -34,6 +42,14 @@ M.defaults = {
   debounce_ms = 30,
   -- Highlight group of the ghost text (linked to Comment unless you define it).
   hl_group = 'DllmGhost',
+  -- Refactor previews ("Propagate this edit", "Repair this file"): the edit is shown as a diff, hunk
+  -- by hunk, and only the hunks you accept are applied (one undo step; nothing is saved).
+  -- enabled = false applies the whole edit as Neovim does. Keys work in the preview buffer.
+  preview = {
+    enabled = true,
+    ---@type dllm.PreviewKeys
+    keys = { accept = 'a', reject = 'r', accept_all = 'A', reject_all = 'R', apply = '<CR>', cancel = 'q' },
+  },
   -- Keys in insert mode; false disables one.
   ---@type dllm.Keys
   keys = {
@@ -73,6 +89,18 @@ function M.resolve(opts)
     return type(v) == 'number' and v >= 0
   end, 'a number of milliseconds >= 0')
   vim.validate('hl_group', cfg.hl_group, 'string')
+  vim.validate('preview', cfg.preview, 'table')
+  vim.validate('preview.enabled', cfg.preview.enabled, 'boolean')
+  vim.validate('preview.keys', cfg.preview.keys, 'table')
+  for name in pairs(cfg.preview.keys) do
+    if M.defaults.preview.keys[name] == nil then
+      error(('dllm: unknown key option preview.keys.%s (known: %s)'):format(name,
+        table.concat(vim.tbl_keys(M.defaults.preview.keys), ', ')), 0)
+    end
+    vim.validate('preview.keys.' .. name, cfg.preview.keys[name], function(v)
+      return type(v) == 'string' and v ~= ''
+    end, 'a key such as "a"')
+  end
   vim.validate('keys', cfg.keys, 'table')
   for name in pairs(M.defaults.keys) do
     vim.validate('keys.' .. name, cfg.keys[name], key_ok, 'a key such as "<Tab>", or false')

@@ -9,6 +9,7 @@ local M = {}
 
 local api = vim.api
 local ghost = require('dllm.ghost')
+local preview = require('dllm.preview')
 
 M.config = nil ---@type dllm.Config?
 M.status = {} ---@type table<integer, {state: string, message: string, fix: string}> per client id
@@ -125,6 +126,10 @@ local function lsp_config(cfg)
     filetypes = cfg.filetypes,
     root_markers = cfg.root_markers,
     init_options = { dllm = init },
+    -- WorkspaceEdits as documentChanges (versioned: a stale edit is refused) with change
+    -- annotations, which lua/dllm/preview.lua shows hunk by hunk
+    capabilities = { workspace = { workspaceEdit = { documentChanges = true,
+      changeAnnotationSupport = cfg.preview.enabled and { groupsOnLabel = true } or nil } } },
     settings = { dllm = vim.tbl_extend('force', { enable = cfg.enabled }, cfg.settings) },
     handlers = {
       ['dllm/status'] = function(_, params, ctx)
@@ -152,6 +157,8 @@ end
 function M.setup(opts)
   local cfg = require('dllm.config').resolve(opts)
   M.config, ghost.config, ghost.enabled = cfg, cfg, cfg.enabled
+  preview.enabled, preview.keys = cfg.preview.enabled, cfg.preview.keys
+  preview.install()
   if vim.fn.hlexists(cfg.hl_group) == 0 or vim.tbl_isempty(api.nvim_get_hl(0, { name = cfg.hl_group })) then
     api.nvim_set_hl(0, cfg.hl_group, { link = 'Comment', default = true })
   end
@@ -220,18 +227,35 @@ function M.restart()
   end, 100)
 end
 
---- "Fix this function" hook: dllm-ls does not offer code actions yet (a later issue adds them).
---- When the server advertises codeActionProvider this runs vim.lsp.buf.code_action for dllm-ls
---- only; until then it says so instead of pretending.
-function M.fix()
+--- Run dllm-ls' code actions of `kind` at the cursor through vim.lsp.buf.code_action (dllm-ls
+--- only): 'quickfix' ("Fix this function", "Fix syntax error": a menu), 'refactor.rewrite'
+--- ("Propagate this edit") or 'source.repairFile' ("Repair this file"), applied at once when it is
+--- the only one; the refactors then open the preview (lua/dllm/preview.lua). Returns false (and
+--- says so) when no dllm-ls server that offers code actions is attached.
+function M.code_action(kind)
   local c = vim.lsp.get_clients({ bufnr = 0, name = 'dllm' })[1]
   if not (c and c.server_capabilities.codeActionProvider) then
-    vim.notify('dllm: this dllm-ls offers no code actions; update dllm-ls for "Fix this function"',
-      vim.log.levels.WARN)
+    vim.notify(c and 'dllm: this dllm-ls offers no code actions; update dllm-ls'
+      or 'dllm: no dllm-ls server is attached to this buffer (:DllmStatus)', vim.log.levels.WARN)
     return false
   end
-  vim.lsp.buf.code_action({ filter = function(_, client_id) return client_id == c.id end })
+  vim.lsp.buf.code_action({
+    context = { only = { kind }, diagnostics = {} },
+    apply = kind ~= 'quickfix',
+    filter = function(a, client_id) -- 0.11 passes only the action; 0.12 its client too
+      return (client_id == nil or client_id == c.id) and type(a.title) == 'string' and a.title:find('^dllm%-ls: ') ~= nil
+    end,
+  })
   return true
 end
+
+--- "Fix this function" / "Fix syntax error" (a menu of the quick fixes).
+function M.fix() return M.code_action('quickfix') end
+
+--- "Propagate this edit": the follow-on changes of your recent edit, as a preview.
+function M.propagate() return M.code_action('refactor.rewrite') end
+
+--- "Repair this file": every function repaired, as a preview.
+function M.repair_file() return M.code_action('source.repairFile') end
 
 return M

@@ -1,0 +1,409 @@
+"""Sync-free decoding at batch 1: static shapes, state on the device, CUDA graphs (gpt-fast style).
+
+`Sampler.complete` reads every step back to the host (commit counts, stops on the text). Here the
+whole denoising state lives in preallocated device tensors and ONE static step does, on the device:
+
+    [prev block (b) ; block (b)] -> forward with the KV cache -> logits (b, V) -> fused commit
+    -> block/masked updated -> eos fill -> if the block is finished: it becomes `prev` (its clean KV
+    enters the cache in the next step), a new block of masks starts, gen += b_eff
+
+so a block boundary needs no host decision either: the step always runs 2b tokens, and `n_prev`
+(0 or the finished block's length) says whether the first b are real. `b_eff` = min(b, max_tokens
+- generated) makes the last block shorter, as in the Sampler (its extra positions are inactive:
+never committed, invisible as keys). The step is captured once as a CUDA graph and replayed; after
+each replay a 2b+2-long snapshot (block, masked, committed count, b_eff) is copied to pinned memory
+asynchronously, and the host applies the Sampler's stops to the snapshot of step s while the GPU
+already runs step s+1 (`lag`): the GPU never waits for Python, and at most `lag` steps are wasted
+at the end of a completion (their results are dropped).
+
+The result equals `Sampler.complete` (text, stop, per-step commits, blocks): the first step is
+`model.step(prompt, block)` itself, later steps compute the same function with keys masked instead
+of sliced (tests/diffusion_core/test_graphed.py checks it on CPU, where the same step runs eagerly
+with torch ops). `GraphedAR` does the same for the autoregressive baseline: one token per replay,
+argmax on the device.
+
+Not covered (the Sampler keeps them): `should_stop` cancellation and batching of many requests.
+Attention goes over the whole static buffer on the CPU path (masked), and on CUDA through the
+block-attention kernel, which reads the length from the device and skips the empty splits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..kernels import use_triton
+from .kv_cache import KVCache
+from .sampler import Completion, Sampler, SamplerConfig
+from .stops import find_stop
+
+log = logging.getLogger(__name__)
+
+
+def _rope(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """`model.apply_rope` with full-width tables (cos2 = [cos, cos], sin2 = [-sin, sin]): bit for bit
+    the same values (a - b = a + (-b); the sums' order kept), 6 launches instead of 10."""
+    d = x.shape[-1] // 2
+    xf = x.float()
+    return (xf * cos2 + torch.cat([xf[..., d:], xf[..., :d]], -1) * sin2).type_as(x)
+
+
+def _fused_norm(mod, x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm in one kernel (torch's fused rms_norm on CUDA) instead of the module's eight; the
+    module rounds to x's dtype before the weight, this once after it (1 ulp in bf16 at most)."""
+    return F.rms_norm(x, (x.shape[-1],), mod.weight, mod.eps)
+
+
+class _Static:
+    """What both decoders share: the static KV cache, the attention over it, graph capture, and the
+    pipelined host loop over snapshots."""
+
+    def __init__(self, sampler: Sampler, capacity_margin: int, *, use_graphs: bool | None, lag: int):
+        self.sampler, self.model, self.tok = sampler, sampler.model, sampler.tok
+        self.device = sampler.device
+        cfg = self.model.cfg
+        self.max_seq_len = cfg.max_seq_len
+        p = next(self.model.parameters())
+        self.cache = KVCache(cfg.n_layer, 1, cfg.n_head, cfg.head_dim, cfg.max_seq_len + capacity_margin,
+                             dtype=p.dtype, device=p.device)
+        self.cuda = self.device.type == "cuda"
+        self.use_graphs = self.cuda if use_graphs is None else (use_graphs and self.cuda)
+        self.triton = use_triton(p)
+        self.lag = max(0, lag) if self.cuda else 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_error: str | None = None
+        self.steps_run = 0
+
+    # --- the model over static buffers -------------------------------------------------------
+
+    def _layers(self, ids, positions, slots, self_mask):
+        """Transformer.forward for n_tok tokens at RoPE `positions`, their K/V written to cache
+        `slots` (= pos + arange), attending to the cache's first `pos` slots and to each other
+        under `self_mask` (n_tok, n_tok). Returns the final hidden states after the last norm."""
+        m, cache = self.model, self.cache
+        T = ids.shape[0]
+        H, D, C = m.cfg.n_head, m.cfg.head_dim, m.cfg.dim
+        x = m.tok_emb(ids)[None]  # (1, T, C)
+        cos, sin = m.rope_cos[positions], m.rope_sin[positions]  # (T, D/2)
+        cos2 = torch.cat([cos, cos], -1)  # (T, D): RoPE as x * cos2 + rotate_half(x) * sin2, the
+        sin2 = torch.cat([-sin, sin], -1)  # same products and sums as apply_rope, in fewer launches
+        pos = cache.pos
+        if not self.triton:  # static-shape SDPA over the whole buffer, masked
+            from ..kernels.block_attention import full_mask
+
+            mask = full_mask(pos, T, cache.capacity, self_mask, x.device)[None, None]
+        norm = _fused_norm if self.cuda else (lambda mod, x: mod(x))
+        for i, layer in enumerate(m.layers):
+            att = layer.attn
+            qkv = att.wqkv(norm(layer.attn_norm, x)).view(1, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, 1, H, T, D)
+            q, k = _rope(qkv[:2], cos2, sin2)  # q and k in one pass
+            v = qkv[2]
+            kc, vc = cache.k[i], cache.v[i]  # (1, H, capacity, D)
+            kc.index_copy_(2, slots, k)
+            vc.index_copy_(2, slots, v)
+            if self.triton:
+                from ..kernels.block_attention import block_attention_triton
+
+                y = block_attention_triton(q, kc, vc, pos.view(1), self_mask)
+            else:
+                y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask)
+            x = x + att.wo(y.transpose(1, 2).reshape(1, T, C))
+            x = x + layer.ffn(norm(layer.ffn_norm, x))
+        return norm(m.norm, x[0])
+
+    def _run_step(self):
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+        self.steps_run += 1
+
+    def _capture(self):
+        """Warm up (Triton compiles, cuBLAS picks kernels) on scratch state, then capture `_step`."""
+        if not self.use_graphs or self.graph is not None or self.graph_error is not None:
+            return
+        try:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s), torch.no_grad():
+                self._scratch_state()
+                for _ in range(3):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(g):
+                self._step()
+            self.graph = g
+            self.cache.reset()  # the warm-up wrote scratch
+        except Exception as e:  # noqa: BLE001 - decode eagerly (still sync-free) rather than fail
+            self.graph_error = f"{type(e).__name__}: {e}"
+            log.warning("CUDA graph capture failed, decoding eagerly: %s", self.graph_error)
+            torch.cuda.synchronize()
+            self.cache.reset()
+
+    def _pipeline(self, first_snapshot: torch.Tensor, process, max_steps: int):
+        """Run steps until `process(snapshot row)` says done; the GPU runs up to `lag` steps ahead."""
+        R = self.lag + 2
+        if getattr(self, "_host", None) is None:  # a ring of snapshots in pinned memory, and events
+            self._host = torch.empty((R, self.snap.numel()), dtype=torch.long, pin_memory=self.cuda)
+            self._events = [torch.cuda.Event() for _ in range(R)] if self.cuda else None
+        host, events = self._host, self._events
+
+        def launch(i, snap):
+            host[i % R].copy_(snap, non_blocking=self.cuda)
+            if events is not None:
+                events[i % R].record()
+
+        launch(0, first_snapshot)
+        launched, processed = 1, 0
+        while True:
+            while launched < processed + 1 + self.lag and launched < max_steps:
+                self._run_step()
+                launch(launched, self.snap)
+                launched += 1
+            if events is not None:
+                events[processed % R].synchronize()
+            done = process(host[processed % R])
+            processed += 1
+            if done or processed >= max_steps:
+                break
+        if self.cuda:  # the wasted steps (at most lag) finish before the next request
+            torch.cuda.current_stream().synchronize()
+
+
+class GraphedDecoder(_Static):
+    """Block-diffusion decoding with a fixed block size, sync-free inside and across blocks."""
+
+    def __init__(self, sampler: Sampler, cfg: SamplerConfig | None = None, *, use_graphs: bool | None = None,
+                 lag: int = 1):
+        if sampler.model.cfg.causal:
+            raise ValueError("GraphedDecoder is for diffusion models; use GraphedAR for the AR baseline")
+        self.cfg = cfg or sampler.cfg
+        b = self.b = self.cfg.block_size
+        super().__init__(sampler, 4 * b, use_graphs=use_graphs, lag=lag)
+        self.triton = self.triton and 2 * b <= 256  # the kernels' block limits; SDPA beyond
+        dev = self.device
+        self.ids = torch.full((2 * b,), self.tok.mask_id, dtype=torch.long, device=dev)  # [prev ; block]
+        self.masked = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.active = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.n_prev = torch.zeros((), dtype=torch.long, device=dev)
+        self.gen = torch.zeros((), dtype=torch.long, device=dev)
+        self.max_tok = torch.zeros((), dtype=torch.long, device=dev)
+        self.snap = torch.zeros(2 * b + 2, dtype=torch.long, device=dev)  # block, masked, n committed, b_eff
+        self.ar_b = torch.arange(b, device=dev)
+        self.ar_2b = torch.arange(2 * b, device=dev)
+        self.ban = sampler.ban
+
+    # --- device side --------------------------------------------------------------------------
+
+    def _forward(self) -> torch.Tensor:
+        """The step's forward: logits (b, V) of the block."""
+        b, pos, n_prev = self.b, self.cache.pos, self.n_prev
+        positions = torch.cat([pos + self.ar_b, pos + n_prev + self.ar_b]).clamp_(max=self.max_seq_len - 1)
+        slots = (pos + self.ar_2b).clamp_(max=self.cache.capacity - 1)
+        i, j = self.ar_2b[:, None], self.ar_2b[None, :]
+        key_prev = j < b
+        block_key = torch.cat([torch.zeros(b, dtype=torch.bool, device=self.device), self.active])[None, :]
+        self_mask = torch.where(i < b, key_prev & (j <= i),  # prev rows: causal among prev (always >= 1 key)
+                                (key_prev & (j < n_prev)) | block_key)  # block rows: real prev + live block
+        h = self._layers(self.ids, positions, slots, self_mask)  # final-normed
+        return F.linear(h[b:], self.model.tok_emb.weight).float()  # (b, V)
+
+    def _update(self, logits: torch.Tensor):
+        """Commit, fill after eos, snapshot, and move to the next block when this one is finished."""
+        from ..kernels.commit import fused_commit_reference, fused_commit_triton
+
+        b, c = self.b, self.cfg
+        blk, active = self.ids[b:], self.active
+        cand = self.masked & active
+        commit_fn = fused_commit_triton if self.triton else fused_commit_reference
+        pred, _, commit = commit_fn(logits, cand, ban=self.ban, kind=c.confidence, rule=c.rule,
+                                    threshold=c.threshold, factor=c.factor)
+        eos = self.tok.eos_id
+        new_blk = torch.where(commit, pred, blk)
+        masked = self.masked & ~commit
+        is_eos = (new_blk == eos) & ~masked & active
+        after = ((is_eos.cumsum(0) - is_eos.long()) > 0) & active  # positions after the first eos
+        new_blk = torch.where(after, eos, new_blk)
+        masked = masked & ~after
+        b_eff = active.sum()
+        self.snap.copy_(torch.cat([new_blk, masked.long(), commit.sum().view(1), b_eff.view(1)]))
+        done = ~(masked & active).any()
+        pos_next = (self.cache.pos + self.n_prev).clamp(max=self.max_seq_len)  # (wasted steps run on)
+        gen_next = self.gen + torch.where(done, b_eff, 0)
+        active_next = torch.where(done, self.ar_b < (self.max_tok - gen_next).clamp(0, b), active)
+        prev_next = torch.where(done, new_blk, self.ids[:b])
+        blk_next = torch.where(done, torch.full_like(new_blk, self.tok.mask_id), new_blk)
+        self.masked.copy_(torch.where(done, active_next, masked))
+        self.active.copy_(active_next)
+        self.n_prev.copy_(torch.where(done, b_eff, 0))
+        self.gen.copy_(gen_next)
+        self.cache.pos.copy_(pos_next)
+        self.ids.copy_(torch.cat([prev_next, blk_next]))
+
+    def _step(self):
+        self._update(self._forward())
+
+    def _scratch_state(self):
+        self.cache.pos.fill_(1)
+        self._set_block(0, self.b, 10 * self.b)
+
+    def _set_block(self, n_prev: int, b_eff: int, max_tokens: int):
+        self.ids.fill_(self.tok.mask_id)
+        self.active.copy_(self.ar_b < b_eff)
+        self.masked.copy_(self.active)
+        self.n_prev.fill_(n_prev)
+        self.gen.zero_()
+        self.max_tok.fill_(max_tokens)
+
+    # --- host side ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def complete(self, prefix: str, suffix: str = "", mode: str = "line", cold: bool = False) -> Completion:
+        """`Sampler.complete` with this decoder's block size and commit rule (cfg fixed at creation).
+        The prompt's KV is reused from the previous call unless `cold`."""
+        s, b = self.sampler, self.b
+        self._capture()
+        t0 = time.perf_counter()
+        if cold:
+            self.cache.reset()
+        ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg)
+        # step 1 is Sampler's own first step: the prompt and the first block in one forward
+        b0 = min(b, max_tokens)
+        self._set_block(0, b0, max_tokens)
+        clean_t = torch.tensor([clean], dtype=torch.long, device=self.device).view(1, len(clean))
+        logits = self.model.step(clean_t, self.ids[b:b + b0][None], cache)[0]  # (b0, V)
+        cache.append_tokens(clean)
+        if b0 < b:
+            logits = torch.cat([logits, logits.new_zeros(b - b0, logits.shape[1])])
+        self._update(logits)
+        st = {"generated": [], "stop": None, "text": ""}
+        eos = self.tok.eos_id
+
+        def process(row: torch.Tensor) -> bool:
+            snap = row.tolist()
+            toks, masked, n, beff = snap[:b], snap[b:2 * b], snap[2 * b], snap[2 * b + 1]
+            trace.steps += 1
+            trace.tokens += n
+            trace.per_step.append(n)
+            live = masked[:beff]
+            upto = live.index(1) if 1 in live else beff
+            head = toks[:upto]
+            if eos in head:
+                st["text"] = s._text(st["generated"] + head[: head.index(eos)])
+                stop = (len(st["text"]), "eos")
+            else:
+                st["text"] = s._text(st["generated"] + head)
+                stop = find_stop(st["text"], ctx, final=False)
+            if stop is None and 1 in live:
+                return False
+            st["generated"] += toks[:beff]
+            trace.blocks += 1
+            st["stop"] = stop
+            return stop is not None or len(st["generated"]) >= max_tokens
+
+        self._pipeline(self.snap, process, max_steps=max_tokens)
+        cache.truncate(cache.length)  # the device position back to the clean prompt
+        return s._finish(st["stop"], st["text"], ctx, crlf, trace, t0)
+
+
+class GraphedAR(_Static):
+    """Greedy next-token decoding of the AR baseline: one token per replay, argmax on the device."""
+
+    def __init__(self, sampler: Sampler, cfg: SamplerConfig | None = None, *, use_graphs: bool | None = None,
+                 lag: int = 1):
+        if not sampler.model.cfg.causal:
+            raise ValueError("GraphedAR is for the causal (AR) baseline")
+        self.cfg = cfg or sampler.cfg
+        super().__init__(sampler, 4, use_graphs=use_graphs, lag=lag)
+        self.tok_in = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.snap = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.one = torch.ones(1, 1, dtype=torch.bool, device=self.device)
+
+    def _step(self):
+        pos = self.cache.pos
+        positions = pos.clamp(max=self.max_seq_len - 1).view(1)
+        slots = pos.clamp(max=self.cache.capacity - 1).view(1)
+        h = self._layers(self.tok_in, positions, slots, self.one)  # final-normed
+        logits = F.linear(h, self.model.tok_emb.weight).float()[0]  # (V,)
+        nxt = logits.masked_fill(self.sampler.ban, float("-inf")).argmax().view(1)
+        self.snap.copy_(nxt)
+        self.tok_in.copy_(nxt)
+        self.cache.pos.copy_(pos + 1)
+
+    def _scratch_state(self):
+        self.cache.pos.fill_(1)
+        self.tok_in.zero_()
+
+    @torch.no_grad()
+    def complete(self, prefix: str, suffix: str = "", mode: str = "line", cold: bool = False) -> Completion:
+        s = self.sampler
+        self._capture()
+        t0 = time.perf_counter()
+        if cold:
+            self.cache.reset()
+        ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg)
+        logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]  # step 1: the prompt
+        cache.append_tokens(clean)
+        first = logits.masked_fill(s.ban, float("-inf")).argmax().view(1)
+        self.tok_in.copy_(first)
+        st = {"generated": [], "stop": None, "text": ""}
+        eos = self.tok.eos_id
+
+        def process(row: torch.Tensor) -> bool:
+            t = int(row[0])
+            trace.steps += 1
+            trace.tokens += 1
+            trace.per_step.append(1)
+            if t == eos:
+                st["stop"] = (len(st["text"]), "eos")
+                return True
+            st["generated"].append(t)
+            st["text"] = s._text(st["generated"])
+            st["stop"] = find_stop(st["text"], ctx, final=False)
+            return st["stop"] is not None or len(st["generated"]) >= max_tokens
+
+        self._pipeline(first, process, max_steps=max_tokens)
+        cache.truncate(cache.length)
+        return s._finish(st["stop"], st["text"], ctx, crlf, trace, t0)
+
+
+def graphed(sampler: Sampler, cfg: SamplerConfig | None = None, **kw) -> GraphedDecoder | GraphedAR:
+    """The graphed decoder for the sampler's model: GraphedAR for a causal model, else GraphedDecoder."""
+    return (GraphedAR if sampler.model.cfg.causal else GraphedDecoder)(sampler, cfg, **kw)
+
+
+def time_steps(dec: GraphedDecoder | GraphedAR, context: int, n: int = 50) -> float:
+    """Device milliseconds per step, back to back (CUDA events; wall clock on CPU), at `context`
+    cached tokens, on scratch state (what runs is the same graph whatever the tokens)."""
+    dec._capture()
+    with torch.no_grad():
+        def reset():  # no live block (b_eff = 0): the context stays put, the work per step is the same
+            dec._scratch_state()
+            if isinstance(dec, GraphedDecoder):
+                dec._set_block(0, 0, 0)
+            dec.cache.pos.fill_(max(1, min(context, dec.max_seq_len - 1)))
+
+        reset()
+        for _ in range(3):
+            dec._run_step()
+        reset()
+        if dec.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            for _ in range(n):
+                dec._run_step()
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end) / n
+        else:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                dec._run_step()
+            ms = (time.perf_counter() - t0) * 1000 / n
+        dec.cache.reset()
+        return ms

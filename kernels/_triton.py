@@ -1,0 +1,118 @@
+"""When to run a Triton kernel, and small helpers shared by the launchers and benchmarks."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=1)
+def has_triton() -> bool:
+    """Triton is importable (it ships with CUDA builds of torch; CPU wheels lack it)."""
+    if os.environ.get("DLLM_LS_NO_TRITON") == "1":
+        return False
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting() -> bool:
+    """TRITON_INTERPRET=1: kernels run on CPU tensors through Triton's interpreter (tests)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+_CHECKED: set = set()
+
+
+def use_triton(t: torch.Tensor) -> bool:
+    """The automatic choice: Triton for CUDA tensors when it is installed, the torch path elsewhere.
+    (The interpreter is only for tests, which call the `*_triton` launchers directly.) The first
+    time on a device, the inference kernels are run once against their references: a GPU or a
+    Triton build they do not work on gets the references, with a warning, not a failing request."""
+    if not (t.is_cuda and has_triton()):
+        return False
+    if t.device not in _CHECKED:
+        _CHECKED.add(t.device)
+        err = self_check(t.device, ("block_attention", "commit"))
+        if err:
+            import logging
+
+            logging.getLogger("dllm_ls.kernels").warning("Triton kernels off, torch references instead: %s", err)
+            disable_triton()
+            return False
+    return has_triton()
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def bench_ms(fn, warmup: int = 5, rep: int = 50) -> float:
+    """Median milliseconds per call: triton.testing.do_bench on CUDA, wall clock elsewhere."""
+    if torch.cuda.is_available() and has_triton():
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(3, rep // 10)):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def compiled(fn):
+    """torch.compile(fn) for the benchmarks' third provider; None where compile is unusable."""
+    try:
+        return torch.compile(fn)  # recompiles once as dynamic when the shape changes
+    except Exception:  # noqa: BLE001 - a benchmark provider that cannot run is skipped
+        return None
+
+
+def disable_triton():
+    """Use the torch references from now on (a failed self-check)."""
+    os.environ["DLLM_LS_NO_TRITON"] = "1"
+    has_triton.cache_clear()
+
+
+def self_check(device, kernels=("block_attention", "commit", "fused_ce")) -> str | None:
+    """Run each Triton kernel once on small inputs against its reference; None when all agree, else
+    what went wrong (the caller then runs the references rather than not at all)."""
+    if not (has_triton() and torch.device(device).type == "cuda"):
+        return None
+    try:
+        from .block_attention import block_attention_reference, block_attention_triton
+        from .commit import fused_commit_reference, fused_commit_triton
+        from .fused_ce import fused_linear_cross_entropy, fused_linear_cross_entropy_reference
+
+        g = torch.Generator(device="cpu").manual_seed(0)
+        if "block_attention" in kernels:
+            q, k, v = (torch.randn(1, 2, n, 64, generator=g).to(device) for n in (5, 300, 300))
+            sm = torch.ones(5, 5, dtype=torch.bool, device=device).tril()
+            for cache_len in (290, torch.tensor([290], device=device)):
+                got = block_attention_triton(q, k, v, cache_len, sm)
+                if not torch.allclose(got, block_attention_reference(q, k, v, 290, sm), atol=1e-4, rtol=1e-4):
+                    return "block_attention disagrees with its reference"
+        if "commit" in kernels:
+            x = torch.randn(6, 1000, generator=g).to(device)
+            m = torch.tensor([1, 1, 0, 1, 0, 1], dtype=torch.bool, device=device)
+            a, b = fused_commit_triton(x, m, threshold=0.01), fused_commit_reference(x, m, threshold=0.01)
+            if not (torch.equal(a[0], b[0]) and torch.equal(a[2], b[2]) and torch.allclose(a[1], b[1], atol=1e-5)):
+                return "fused_commit disagrees with its reference"
+        if "fused_ce" in kernels:
+            h = torch.randn(40, 64, generator=g).to(device)
+            w = torch.randn(1000, 64, generator=g).to(device) * 0.1
+            t = torch.randint(0, 1000, (40,), generator=g).to(device)
+            if not torch.allclose(fused_linear_cross_entropy(h, w, t), fused_linear_cross_entropy_reference(h, w, t),
+                                  atol=1e-4, rtol=1e-4):
+                return "fused_linear_cross_entropy disagrees with its reference"
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - reported to the caller
+        return f"{type(e).__name__}: {e}"[:500]
+    return None

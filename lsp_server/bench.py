@@ -4,6 +4,7 @@
     dllm-ls bench q1parse --checkpoint DIR --limit 200 --json docs/results.json
     dllm-ls bench s3 --checkpoint DIR --editors 1,8,32 --seconds 15 --json PATH   (bench_s3.py)
     dllm-ls bench refactor --checkpoint DIR --limit 50 --json PATH                (bench_refactor.py)
+    dllm-ls bench s2nvim --limit 20 --json PATH            (bench_nvim.py: S2 from a real Neovim)
     dllm-ls bench speed --checkpoint DIR --ar-checkpoint AR_DIR --limit 100 --json PATH   (trainer/bench_speed.py, S1)
 
 S2 (latency as an editor sees it, measured at the client from sending the request to reading the
@@ -60,10 +61,11 @@ def add_arguments(p: argparse.ArgumentParser):
         b.add_argument("--max-tokens", type=int, default=64)
         b.add_argument("--json", metavar="PATH", help="merge the figures into this JSON file (docs/results.json)")
         b.add_argument("--server-log", metavar="PATH", help="the server's --log-file")
-    from . import bench_refactor, bench_s3
+    from . import bench_nvim, bench_refactor, bench_s3
 
     bench_s3.add_arguments(sub)
     bench_refactor.add_arguments(sub)
+    bench_nvim.add_arguments(sub)
     from ..trainer import bench_speed  # S1: no LSP involved; torch is imported only when it runs
 
     bench_speed.add_arguments(sub)
@@ -305,6 +307,10 @@ def run(args) -> int:
         from . import bench_refactor
 
         return bench_refactor.run(args)
+    if args.bench == "s2nvim":
+        from . import bench_nvim
+
+        return bench_nvim.run(args)
     if args.limit < 0:
         raise BenchError("--limit must be >= 0")
     out = asyncio.run(bench_s2(args) if args.bench == "s2" else bench_q1parse(args))

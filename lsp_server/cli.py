@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..errors import DllmError
@@ -70,5 +71,18 @@ def run(args) -> int:
         return 0
     stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the protocol stream
-    server.start_io(sys.stdin.buffer, stdout)
-    return 0
+    try:
+        server.start_io(sys.stdin.buffer, stdout)
+    except SystemExit:  # pygls ends `exit` with sys.exit (from a callback: it may not reach here)
+        pass
+    code = 0 if getattr(server.protocol, "_shutdown", False) else 1  # the spec: 1 without `shutdown`
+    # Leave at once: the interpreter's teardown (torch, the core's threads) took 1-2.5 s, longer
+    # than clients wait after `exit` (vscode-languageclient kills the server after 2 s). Nothing
+    # is left to save: the logs are flushed here, the shared core daemon lives on by design.
+    logging.shutdown()
+    for f in (stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -126,3 +126,19 @@ def test_request_after_shutdown_is_refused(lsp_checkpoint):
     finally:
         if c.proc.poll() is None:
             c.proc.kill()
+
+
+def test_exit_without_shutdown_is_code_1_and_exit_is_prompt(lsp_checkpoint):
+    """`exit` ends the process with 1 without a `shutdown` first (the spec), and at once: clients
+    kill a server that lingers (vscode-languageclient after 2 s)."""
+    c = RawClient(serve_command("--checkpoint", lsp_checkpoint), server_env())
+    try:
+        c.request("initialize", INIT)
+        c.notify("initialized", {})
+        t0 = time.perf_counter()
+        c.notify("exit")
+        assert c.proc.wait(timeout=20) == 1
+        assert time.perf_counter() - t0 < 1.5
+    finally:
+        if c.proc.poll() is None:
+            c.proc.kill()

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..kernels import use_triton
 from .kv_cache import KVCache
-from .sampler import Completion, Sampler, SamplerConfig
+from .sampler import Completion, Sampler, SamplerConfig, line_candidates
 from .stops import find_stop
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ class GraphedDecoder(_Static):
         self.ar_b = torch.arange(b, device=dev)
         self.ar_2b = torch.arange(2 * b, device=dev)
         self.ban = sampler.ban
+        self.line_mode = torch.zeros((), dtype=torch.bool, device=dev)
 
     # --- device side --------------------------------------------------------------------------
 
@@ -219,6 +220,9 @@ class GraphedDecoder(_Static):
         b, c = self.b, self.cfg
         blk, active = self.ids[b:], self.active
         cand = self.masked & active
+        # as DecodeState, in line mode nothing after a committed line break (a device flag: the
+        # captured graph serves both modes)
+        cand = torch.where(self.line_mode, line_candidates(blk, cand, self.sampler.newline), cand)
         commit_fn = fused_commit_triton if self.triton else fused_commit_reference
         pred, _, commit = commit_fn(logits, cand, ban=self.ban, kind=c.confidence, rule=c.rule,
                                     threshold=c.threshold, factor=c.factor)
@@ -271,6 +275,7 @@ class GraphedDecoder(_Static):
         if cold:
             self.cache.reset()
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg)
+        self.line_mode.fill_(ctx.mode == "line")
         # step 1 is Sampler's own first step: the prompt and the first block in one forward
         b0 = min(b, max_tokens)
         self._set_block(0, b0, max_tokens)

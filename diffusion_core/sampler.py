@@ -93,6 +93,16 @@ def commit_count(conf_sorted: torch.Tensor, cfg: SamplerConfig) -> int:
     return max(1, n)
 
 
+def line_candidates(block: torch.Tensor, masked: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
+    """Line mode: the masked positions up to the first committed line break. The text ends at
+    that break, so the positions after it are not worth a step; all masked positions when none
+    is left before it (a break that does not end the line, e.g. a completion's first token)."""
+    nl = newline[block] & ~masked
+    after = (nl.cumsum(0) - nl.long()) > 0
+    cand = masked & ~after
+    return torch.where(cand.any(), cand, masked)
+
+
 class Sampler:
     def __init__(self, model, tokenizer: Tokenizer, cfg: SamplerConfig | None = None):
         self.model, self.tok, self.cfg = model, tokenizer, cfg or SamplerConfig()
@@ -102,6 +112,10 @@ class Sampler:
         ban[[i for i in tokenizer.special_ids if i != tokenizer.eos_id]] = True
         ban[tokenizer.vocab_size:] = True  # padding rows of the embedding
         self.ban = ban.to(self.device)
+        # tokens holding a line break: in line mode, positions after a committed one are not needed
+        nl = torch.zeros(V, dtype=torch.bool)
+        nl[[i for i in range(tokenizer.vocab_size) if "\n" in tokenizer.decode([i])]] = True
+        self.newline = nl.to(self.device)
 
     def new_cache(self) -> KVCache:
         return KVCache.for_model(self.model)
@@ -257,16 +271,17 @@ class DecodeState:
         if self.first:
             self.cache.append_tokens(self.clean)
             self.first = False
+        cand = line_candidates(block[0], masked, s.newline) if self.ctx.mode == "line" else masked
         if use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
             from ..kernels.commit import fused_commit
 
-            pred, _, chosen = fused_commit(logits, masked, ban=s.ban, kind=cfg.confidence, rule=cfg.rule,
+            pred, _, chosen = fused_commit(logits, cand, ban=s.ban, kind=cfg.confidence, rule=cfg.rule,
                                            threshold=cfg.threshold, factor=cfg.factor)  # chosen: bool (b,)
             n = int(chosen.sum())
         else:
             logits = logits.masked_fill(s.ban, float("-inf"))
             conf, pred = confidence(logits, cfg.confidence)
-            idx = masked.nonzero().squeeze(1)
+            idx = cand.nonzero().squeeze(1)
             order = conf[idx].argsort(descending=True, stable=True)
             n = commit_count(conf[idx][order], cfg)
             chosen = idx[order[:n]]

@@ -160,3 +160,24 @@ def test_ar_model_decodes_through_the_same_stops(tokenizer):
 def test_crlf_documents_get_crlf(tokenizer):
     out = scripted(tokenizer, "\n    return 1\n").complete("def f():", "\r\n\r\nx = 1\r\n", mode="block")
     assert out.text == "\r\n    return 1"
+
+
+def test_line_mode_commits_nothing_after_a_committed_line_break():
+    import torch
+
+    from dllm_ls.diffusion_core.sampler import line_candidates
+
+    M, A, NL = 0, 1, 2
+    newline = torch.tensor([False, False, True])
+    # a break committed at 1 with a masked position before it: only that one is a candidate
+    block = torch.tensor([M, NL, M, M])
+    masked = torch.tensor([True, False, True, True])
+    assert line_candidates(block, masked, newline).tolist() == [True, False, False, False]
+    # nothing masked before the break (the text so far did not end the line): every masked one
+    block = torch.tensor([A, NL, M, M])
+    masked = torch.tensor([False, False, True, True])
+    assert line_candidates(block, masked, newline).tolist() == [False, False, True, True]
+    # no break committed: every masked position
+    block = torch.tensor([M, A, M, M])
+    masked = torch.tensor([True, False, True, True])
+    assert line_candidates(block, masked, newline).tolist() == [True, False, True, True]

@@ -208,3 +208,30 @@ def test_loader_workers_survive_an_explicit_tokenizers_parallelism(tmp_path):
                        env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "run" / "diffusion" / "export" / "model.safetensors").is_file()
+
+
+def test_torchrun_ddp_on_cpu_and_resume_at_another_world_size(tmp_path):
+    """Two gloo ranks on the CPU (the DDP path a multi-GPU run takes with NCCL) train half the
+    run; one process resumes from their checkpoint and finishes it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "dllm_ls.cli", "train", "--smoke", "--out", str(tmp_path), "--max-steps", "8", "--no-progress"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        f"--master_port={port}", *args, "--stop-at-step", "4"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "diffusion"
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    r = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 8 and not summary["stopped_early"]
+    steps = [m["step"] for m in metrics(run) if "loss" in m]
+    assert steps == sorted(steps) and steps[-1] == 8  # one run, continued

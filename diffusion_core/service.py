@@ -44,7 +44,8 @@ NO_MODEL_FIX = ("start the core with `dllm-ls core --checkpoint DIR` (a director
 
 
 def default_threads() -> int:
-    """CPU threads for the model: $OMP_NUM_THREADS, else half the cores (at most 8)."""
+    """CPU threads for the model: $OMP_NUM_THREADS, else half the cores (at most 8), so the
+    editor and the machine stay responsive (oversubscribed threads are much slower, not faster)."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)

@@ -47,14 +47,19 @@ class BenchError(DllmError):
     pass
 
 
+def add_model_arguments(b: argparse.ArgumentParser, threads_help: str = "CPU threads for the model"):
+    """--checkpoint, --device, --threads: the model a benchmark's server or core loads."""
+    b.add_argument("--checkpoint", metavar="DIR", help="model directory; default: the shipped model")
+    b.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    b.add_argument("--threads", type=int, metavar="N", help=threads_help)
+
+
 def add_arguments(p: argparse.ArgumentParser):
     sub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, help_ in (("s2", "inline completion latency: cold, warm, after a keystroke (p50/p95)"),
                         ("q1parse", "share of Q1 completions whose insertion parses with the file")):
         b = sub.add_parser(name, help=help_, description=help_)
-        b.add_argument("--checkpoint", metavar="DIR", help="model directory; default: the shipped model")
-        b.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-        b.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model")
+        add_model_arguments(b)
         b.add_argument("--limit", type=int, default=50 if name == "s2" else 200,
                        help="tasks (a seeded sample of the 1033 Q1 tasks; 0 = all)")
         b.add_argument("--seed", type=int, default=0)

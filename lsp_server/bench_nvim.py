@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bench import BenchError, describe_machine, percentile, q1_tasks, write_results
+from .bench import BenchError, add_model_arguments, describe_machine, percentile, q1_tasks, write_results
 
 PLUGIN = Path(__file__).resolve().parents[1] / "editors" / "nvim"  # a checkout (editable install)
 
@@ -31,9 +31,7 @@ PLUGIN = Path(__file__).resolve().parents[1] / "editors" / "nvim"  # a checkout 
 def add_arguments(sub):
     help_ = "S2 from a real Neovim: keystroke to ghost text, cold/warm/after a keystroke (p50/p95)"
     b = sub.add_parser("s2nvim", help=help_, description=help_)
-    b.add_argument("--checkpoint", metavar="DIR", help="model directory; default: the shipped model")
-    b.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    b.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model")
+    add_model_arguments(b)
     b.add_argument("--limit", type=int, default=20, help="Q1 tasks (a seeded sample; the first is warm-up)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--max-tokens", type=int, default=64)
@@ -63,38 +61,46 @@ def find_nvim(given: str | None) -> str:
 
 
 class Nvim:
+    """One embedded Neovim (`nvim --embed`, pynvim) with the plugin on its runtimepath; the
+    editor tests' `Editor` (tests/editors/conftest.py) is this one with their polling and errors."""
+
+    poll_s = 0.005  # the latency figures are read by polling
+    timeout_error: type[Exception] = BenchError
+
     def __init__(self, binary: str, plugin: str, cwd: Path):
         try:
             import pynvim
         except ImportError:
             raise BenchError("pynvim is not installed: `pip install pynvim`") from None
         try:
-            self.n = pynvim.attach("child", argv=[binary, "--embed", "--headless", "--clean", "-n", "-i", "NONE",
-                                                  "--cmd", f"set rtp^={plugin}", "--cmd", f"cd {cwd}"])
+            self.nvim = pynvim.attach("child", argv=[binary, "--embed", "--headless", "--clean", "-n", "-i", "NONE",
+                                                     "--cmd", f"set rtp^={plugin}", "--cmd", f"cd {cwd}"])
         except OSError as e:
             raise BenchError(f"cannot start Neovim {binary}: {e}") from None
         self.cwd = cwd
 
     def lua(self, code: str, *args):
-        return self.n.exec_lua(code, *args)
+        return self.nvim.exec_lua(code, *args)
 
-    def wait(self, code: str, timeout: float, what: str, *args):
+    def wait(self, code: str, *args, timeout: float = 20.0, what: str = ""):
+        """Poll a Lua expression (`return ...`) until it is truthy; return its value."""
         deadline = time.monotonic() + timeout
+        value = None
         while time.monotonic() < deadline:
             value = self.lua(code, *args)
             if value:
                 return value
-            time.sleep(0.005)
-        raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(self.poll_s)
+        raise self.timeout_error(f"timed out after {timeout:g} s waiting for {what or code} (last: {value!r})")
 
     def close(self):
         try:
             self.lua("for _, c in ipairs(vim.lsp.get_clients()) do c:stop(true) end")
-            self.n.command("qa!")
+            self.nvim.command("qa!")
         except Exception:
             pass
         try:
-            self.n.close()
+            self.nvim.close()
         except Exception:
             pass
 
@@ -104,12 +110,12 @@ def timed_key(ed: Nvim, key: str, timeout: float) -> float:
     dropped first (`ghost.reset`), so that the key always asks the model: typing into a shown
     suggestion would otherwise keep its rest shown without a request."""
     ed.lua("require('dllm.ghost').reset(vim.api.nvim_get_current_buf())")
-    ed.wait("return require('dllm').shown() == nil", timeout, "the ghost text to clear")
+    ed.wait("return require('dllm').shown() == nil", timeout=timeout, what="the ghost text to clear")
     tick = ed.lua("return vim.b.changedtick")
     t0 = time.perf_counter()
-    ed.n.input(key)
-    ed.wait("return vim.b.changedtick ~= ...", timeout, "the key", tick)
-    ed.wait("return require('dllm').shown()", timeout, "ghost text")
+    ed.nvim.input(key)
+    ed.wait("return vim.b.changedtick ~= ...", tick, timeout=timeout, what="the key")
+    ed.wait("return require('dllm').shown()", timeout=timeout, what="ghost text")
     return (time.perf_counter() - t0) * 1000
 
 
@@ -136,16 +142,17 @@ def run(args) -> int:
             if ed.lua("return require('dllm').native()"):
                 raise BenchError("this Neovim shows ghost text natively (0.12): run the bench with 0.11 (--nvim)")
             for i, t in enumerate(tasks):
-                ed.n.input("<Esc>")
-                ed.n.command(f"edit {tmp}/s2_{i}.py")
-                ed.n.current.buffer[:] = (t["prefix"] + "\n" + t["suffix"]).split("\n")
-                ed.wait("return #vim.lsp.get_clients({bufnr = 0, name = 'dllm'}) > 0", 60, "the server to attach")
+                ed.nvim.input("<Esc>")
+                ed.nvim.command(f"edit {tmp}/s2_{i}.py")
+                ed.nvim.current.buffer[:] = (t["prefix"] + "\n" + t["suffix"]).split("\n")
+                ed.wait("return #vim.lsp.get_clients({bufnr = 0, name = 'dllm'}) > 0", timeout=60,
+                        what="the server to attach")
                 ed.wait("for _, s in pairs(require('dllm').status) do if s.state == 'ready' then return true end end",
-                        600, "the model to load")
+                        timeout=600, what="the model to load")
                 line = t["prefix"].count("\n") + 1
-                ed.n.current.window.cursor = (line, 0)
-                ed.n.input("i")
-                ed.wait("return vim.api.nvim_get_mode().mode == 'i'", 10, "insert mode")
+                ed.nvim.current.window.cursor = (line, 0)
+                ed.nvim.input("i")
+                ed.wait("return vim.api.nvim_get_mode().mode == 'i'", timeout=10, what="insert mode")
                 xs = []
                 for k in (" ", "<BS>", " "):
                     xs.append(timed_key(ed, k, args.timeout))

@@ -28,15 +28,13 @@ import sys
 import time
 from dataclasses import asdict
 
-from .bench import BenchError, Editor, describe_machine, write_results
+from .bench import BenchError, Editor, add_model_arguments, describe_machine, write_results
 
 
 def add_arguments(sub):
     b = sub.add_parser("refactor", help="whole-file refactor previews: sites updated, lines wrongly changed, "
                        "500-line preview time", description=__doc__.split("\n\n")[2].replace("\n", " "))
-    b.add_argument("--checkpoint", metavar="DIR", help="model directory; default: the shipped model")
-    b.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    b.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model")
+    add_model_arguments(b)
     b.add_argument("--limit", type=int, default=50, help="cases per kind (a seeded sample; 0 = all)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--kinds", default="rename_param,add_param,return_type", help="comma-separated kinds")
@@ -58,7 +56,7 @@ def load_repairer(args):
 
     from ..diffusion_core.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
     from ..diffusion_core.repair import Repairer
-    from .inprocess import default_threads
+    from ..diffusion_core.service import default_threads
 
     torch.set_num_threads(args.threads or default_threads())
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

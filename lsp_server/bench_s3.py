@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench import BenchError, describe_machine, percentile, write_results
+from .bench import BenchError, add_model_arguments, describe_machine, percentile, write_results
 from .core_client import CompletionCancelled, CompletionRequest, CoreError, SocketCore
 from .engine import prompt_window
 
@@ -58,9 +58,7 @@ SOURCE_FILES = [
 def add_arguments(sub):
     help_ = "N simulated editors typing against one core: throughput and p50/p95 latency (S3)"
     b = sub.add_parser("s3", help=help_, description=help_)
-    b.add_argument("--checkpoint", metavar="DIR", help="model directory; default: the shipped model")
-    b.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    b.add_argument("--threads", type=int, metavar="N", help="CPU threads for the core's model")
+    add_model_arguments(b, "CPU threads for the core's model")
     b.add_argument("--editors", default="1,8,32", metavar="N,N,...", help="numbers of editors, one phase each")
     b.add_argument("--seconds", type=float, default=15.0, metavar="S", help="typing time of each phase")
     b.add_argument("--interval-ms", default="100,150", metavar="LO,HI",

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from ..diffusion_core.service import default_threads
 from ..errors import DllmError
 from .core_client import CompletionCancelled, CompletionRequest, CompletionResult, CoreError, CoreHealth
 
@@ -27,15 +27,6 @@ log = logging.getLogger(__name__)
 NO_MODEL_FIX = ("pass `--checkpoint DIR` to `dllm-ls serve`, or set the `dllm.checkpoint` setting, to a "
                 "directory with config.json, model.safetensors and tokenizer.json (train one with "
                 "`dllm-ls train`)")
-
-
-def default_threads() -> int:
-    """CPU threads for the model: $OMP_NUM_THREADS, else half the cores (at most 8), so the
-    editor and the machine stay responsive (oversubscribed threads are much slower, not faster)."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -35,6 +35,28 @@ def tokenizer():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny matmuls run fastest on one torch thread, and the machine is shared (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def session_checkpoint(tmp_path_factory, tokenizer):
+    """The "test" model (seed 0) saved once per session: the servers the end-to-end tests start
+    (LSP, Neovim, VS Code) load it; none writes to it."""
+    from dllm_ls.diffusion_core.checkpoint import save_checkpoint
+    from dllm_ls.diffusion_core.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("session") / "ckpt"
+    save_checkpoint(d, Transformer(ModelConfig.from_name("test")).eval(), tokenizer)
+    return d
+
+
+@pytest.fixture
 def tiny_model():
     from dllm_ls.diffusion_core.model import ModelConfig, Transformer
 

@@ -12,6 +12,8 @@ from dllm_ls.diffusion_core.graphed import GraphedAR, GraphedDecoder, graphed, t
 from dllm_ls.diffusion_core.model import ModelConfig, Transformer
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = [("def f(x):\n    return ", "\n"), ("class A:\n    def g(self):\n        ", "\n\nx = A()\n")]
 
 
@@ -24,15 +26,6 @@ def _model(tokenizer, seed: int, causal: bool = False) -> Transformer:
         m.tok_emb.weight[tokenizer.eos_id] *= 2
         m.tok_emb.weight[tokenizer.encode("\n")[0]] *= 3
     return m
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: extra torch threads only cost here (restored after each test)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _same(a, b):

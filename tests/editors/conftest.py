@@ -14,10 +14,11 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from dllm_ls.lsp_server.bench_nvim import Nvim
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "editors" / "nvim"
@@ -55,16 +56,8 @@ def document_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def editor_checkpoint(tmp_path_factory, tokenizer) -> Path:
-    import torch
-
-    from dllm_ls.diffusion_core.checkpoint import save_checkpoint
-    from dllm_ls.diffusion_core.model import ModelConfig, Transformer
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("editor") / "ckpt"
-    save_checkpoint(d, Transformer(ModelConfig.from_name("test")).eval(), tokenizer)
-    return d
+def editor_checkpoint(session_checkpoint) -> Path:
+    return session_checkpoint
 
 
 def scripted_serve_cmd(checkpoint: Path, document: Path, judge_file: Path | None = None,
@@ -75,30 +68,14 @@ def scripted_serve_cmd(checkpoint: Path, document: Path, judge_file: Path | None
             "--checkpoint", str(checkpoint), "--threads", "1"]
 
 
-class Editor:
-    """One embedded Neovim with the plugin on its runtimepath."""
+class Editor(Nvim):
+    """One embedded Neovim with the plugin on its runtimepath (the benchmark's, failing as a test)."""
+
+    poll_s = 0.02
+    timeout_error = AssertionError
 
     def __init__(self, binary: Path, cwd: Path):
-        import pynvim
-
-        self.nvim = pynvim.attach("child", argv=[str(binary), "--embed", "--headless", "--clean", "-n",
-                                                  "-i", "NONE", "--cmd", f"set rtp^={PLUGIN}",
-                                                  "--cmd", f"cd {cwd}"])
-        self.cwd = cwd
-
-    def lua(self, code: str, *args):
-        return self.nvim.exec_lua(code, *args)
-
-    def wait(self, code: str, *args, timeout: float = 20.0, what: str = ""):
-        """Poll a Lua expression (`return ...`) until it is truthy; return its value."""
-        deadline = time.monotonic() + timeout
-        value = None
-        while time.monotonic() < deadline:
-            value = self.lua(code, *args)
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what or code} (last: {value!r})")
+        super().__init__(str(binary), str(PLUGIN), cwd)
 
     def lines(self) -> list[str]:
         return self.nvim.current.buffer[:]
@@ -108,14 +85,3 @@ class Editor:
 
     def mode(self) -> str:
         return self.nvim.api.get_mode()["mode"]
-
-    def close(self):
-        try:
-            self.lua("for _, c in ipairs(vim.lsp.get_clients()) do c:stop(true) end")
-            self.nvim.command("qa!")
-        except Exception:
-            pass
-        try:
-            self.nvim.close()
-        except Exception:
-            pass

@@ -9,29 +9,30 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny models run fastest on one thread; the machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
-def lsp_checkpoint(tmp_path_factory, tokenizer):
-    from dllm_ls.diffusion_core.checkpoint import save_checkpoint
-    from dllm_ls.diffusion_core.model import ModelConfig, Transformer
+def lsp_checkpoint(session_checkpoint):
+    return session_checkpoint
 
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("lsp") / "ckpt"
-    save_checkpoint(d, Transformer(ModelConfig.from_name("test")).eval(), tokenizer)
-    return d
+
+def apply_lsp_edits(text: str, edits) -> str:
+    """The client's side of a WorkspaceEdit: LSP TextEdits (line/character ranges, "\n" lines)
+    applied to `text`, last first."""
+    lines = text.split("\n")
+    starts = [sum(len(s) + 1 for s in lines[:i]) for i in range(len(lines))]
+    for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+        a = starts[e.range.start.line] + e.range.start.character
+        b = starts[e.range.end.line] + e.range.end.character
+        text = text[:a] + e.new_text + text[b:]
+    return text
 
 
 def serve_command(*args) -> list[str]:

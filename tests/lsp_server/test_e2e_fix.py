@@ -11,7 +11,7 @@ import pytest_asyncio
 from lsprotocol import types as T
 from pygls.exceptions import JsonRpcException
 
-from .conftest import harness_command, start_client, stop_client, wait_status
+from .conftest import apply_lsp_edits, harness_command, start_client, stop_client, wait_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,16 +39,6 @@ def _params(uri, line, character):
                               context=T.CodeActionContext(diagnostics=[], only=[T.CodeActionKind.QuickFix]))
 
 
-def _apply(text: str, edits: list[T.TextEdit]) -> str:
-    lines = text.split("\n")
-    starts = [sum(len(s) + 1 for s in lines[:i]) for i in range(len(lines))]
-    for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
-        a = starts[e.range.start.line] + e.range.start.character
-        b = starts[e.range.end.line] + e.range.end.character
-        text = text[:a] + e.new_text + text[b:]
-    return text
-
-
 async def test_capabilities_and_fix_this_function(client):
     caps = client.init_result.capabilities.code_action_provider
     assert caps.resolve_provider and T.CodeActionKind.QuickFix in caps.code_action_kinds
@@ -58,7 +48,7 @@ async def test_capabilities_and_fix_this_function(client):
     progress_before = len(client.progress_reports)
     resolved = await client.code_action_resolve_async(actions[0])
     edits = resolved.edit.changes["file:///w/bug.py"]
-    assert _apply(BUGGY, edits) == FILE
+    assert apply_lsp_edits(BUGGY, edits) == FILE
     assert len(client.progress_reports) > progress_before  # a $/progress token per resolve
     # outside any function: no action
     assert not await client.text_document_code_action_async(_params("file:///w/bug.py", 0, 3))
@@ -68,7 +58,7 @@ async def test_fix_syntax_error(client):
     actions = await client.text_document_code_action_async(_params("file:///w/broken.py", 4, 10))
     assert [a.title for a in actions] == ["dllm-ls: Fix syntax error", "dllm-ls: Fix this function"]
     resolved = await client.code_action_resolve_async(actions[0])
-    assert _apply(BROKEN, resolved.edit.changes["file:///w/broken.py"]) == FILE
+    assert apply_lsp_edits(BROKEN, resolved.edit.changes["file:///w/broken.py"]) == FILE
 
 
 async def test_cancelling_the_resolve_stops_it(client):
@@ -88,4 +78,4 @@ async def test_cancelling_the_resolve_stops_it(client):
     assert time.perf_counter() - t0 < full * 0.8, (full, time.perf_counter() - t0)
     # the server goes on: a second resolve works
     resolved = await client.code_action_resolve_async(actions[0])
-    assert _apply(BUGGY, resolved.edit.changes["file:///w/bug.py"]) == FILE
+    assert apply_lsp_edits(BUGGY, resolved.edit.changes["file:///w/bug.py"]) == FILE

@@ -17,7 +17,7 @@ import pytest_asyncio
 from lsprotocol import types as T
 from pygls.exceptions import JsonRpcException
 
-from .conftest import harness_command, start_client, stop_client, wait_status
+from .conftest import apply_lsp_edits, harness_command, start_client, stop_client, wait_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -66,16 +66,6 @@ async def _actions(client, uri, line, character=0, only=None, automatic=False):
         context=T.CodeActionContext(diagnostics=[], only=only, trigger_kind=kind)))
 
 
-def _apply(text: str, edits) -> str:
-    lines = text.split("\n")
-    starts = [sum(len(s) + 1 for s in lines[:i]) for i in range(len(lines))]
-    for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
-        a = starts[e.range.start.line] + e.range.start.character
-        b = starts[e.range.end.line] + e.range.end.character
-        text = text[:a] + e.new_text + text[b:]
-    return text
-
-
 async def _server_text(client, uri) -> str:
     got = await client.workspace_execute_command_async(T.ExecuteCommandParams(
         command="test.document", arguments=[uri, 0, 0]))
@@ -109,7 +99,7 @@ async def test_propagate_is_listed_after_an_edit_and_resolves_to_an_annotated_pr
     labels = {edit.change_annotations[e.annotation_id].label for e in doc_edit.edits}
     assert labels == {"function area (line 4)"}
     assert all(a.needs_confirmation for a in edit.change_annotations.values())
-    assert _apply(edited, doc_edit.edits) == RIGHT  # the use in the body follows the rename
+    assert apply_lsp_edits(edited, doc_edit.edits) == RIGHT  # the use in the body follows the rename
     assert "1 change" in resolved.title
     # progress: begin, a report per block, end
     [token] = set(client.progress_reports) - before
@@ -140,9 +130,9 @@ async def test_repair_this_file_one_preview_labelled_per_function(client):
     for e in doc_edit.edits:
         by_label.setdefault(resolved.edit.change_annotations[e.annotation_id].label, []).append(e)
     assert set(by_label) == {"function area (line 4)", "function double (line 8)"}
-    assert _apply(BUGGY, doc_edit.edits) == RIGHT
+    assert apply_lsp_edits(BUGGY, doc_edit.edits) == RIGHT
     # each function's edits alone: a client may accept one function and reject the other
-    assert _apply(BUGGY, by_label["function area (line 4)"]) == BUGGY.replace("width + h", "width * h")
+    assert apply_lsp_edits(BUGGY, by_label["function area (line 4)"]) == BUGGY.replace("width + h", "width * h")
     assert (client.dir / "buggy.py").read_text() == BUGGY
     # a right file: nothing to change, an empty edit
     right = _open(client, "right_copy.py", RIGHT)
@@ -204,7 +194,7 @@ async def test_cancel_request_stops_the_refactor_in_the_core(client):
     assert err.value.code == -32800 and time.perf_counter() - t0 < full * 0.8
     # the server goes on
     resolved = await client.code_action_resolve_async(act)
-    assert _apply(BUGGY, resolved.edit.document_changes[0].edits) == RIGHT
+    assert apply_lsp_edits(BUGGY, resolved.edit.document_changes[0].edits) == RIGHT
 
 
 async def test_a_client_without_document_changes_gets_plain_changes(lsp_checkpoint, tmp_path):
@@ -216,6 +206,6 @@ async def test_a_client_without_document_changes_gets_plain_changes(lsp_checkpoi
         uri = _open(c, "b.py", BUGGY)
         [act] = await _actions(c, uri, 0, only=["source.repairFile"])
         resolved = await c.code_action_resolve_async(act)
-        assert resolved.edit.document_changes is None and _apply(BUGGY, resolved.edit.changes[uri]) == RIGHT
+        assert resolved.edit.document_changes is None and apply_lsp_edits(BUGGY, resolved.edit.changes[uri]) == RIGHT
     finally:
         await stop_client(c)

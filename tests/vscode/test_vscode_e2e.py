@@ -52,16 +52,8 @@ USER_SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer) -> Path:
-    import torch
-
-    from dllm_ls.diffusion_core.checkpoint import save_checkpoint
-    from dllm_ls.diffusion_core.model import ModelConfig, Transformer
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("vscode") / "ckpt"
-    save_checkpoint(d, Transformer(ModelConfig.from_name("test")).eval(), tokenizer)
-    return d
+def checkpoint(session_checkpoint) -> Path:
+    return session_checkpoint
 
 
 def stand_in(d: Path, checkpoint: Path) -> tuple[Path, Path]:

@@ -54,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser):
     m.add_argument("--n-head", type=int)
     m.add_argument("--max-mb", type=float, default=32.0, help="size limit (MiB) of the exported weights")
     m.add_argument("--ar", action="store_true", help="train the autoregressive baseline (causal, next token)")
+    s = p.add_argument_group("post-training (stages 3 and 4, trainer/post.py)")
+    s.add_argument("--stage", choices=("distill", "onpolicy"),
+                   help="post-train --init: constrained-order distillation or on-policy step reduction")
+    s.add_argument("--init", metavar="DIR", help="the export to post-train (default: the shipped model)")
+    s.add_argument("--threshold", type=float, default=0.9, help="the decoder's commit threshold (onpolicy)")
+    s.add_argument("--data-weight", type=float, default=0.5, help="weight of the data's mask-stage ELBO")
+    s.add_argument("--updates-per-rollout", type=int, default=2)
     t = p.add_argument_group("training")
     t.add_argument("--max-steps", type=int, help="total optimizer steps (default 2000; an upper bound with --max-minutes)")
     t.add_argument("--max-minutes", type=float, help="time budget: total steps from a timed warm-up, 80/20 split kept")
@@ -216,6 +223,10 @@ def run(args) -> int:
         smoke_defaults(args)
     if args.max_steps is None and args.max_minutes is None:
         args.max_steps = 2000
+    if args.stage and not args.tokenizer:  # post-training keeps the tokenizer of the model it starts from
+        from ..diffusion_core.checkpoint import resolve_checkpoint
+
+        args.tokenizer = str(resolve_checkpoint(args.init) / "tokenizer.json")
     dist = _dist_init()
     rank = int(os.environ.get("RANK", "0"))
     t_start = time.perf_counter()
@@ -236,6 +247,8 @@ def run(args) -> int:
     from .train import TrainConfig, train
 
     tok = Tokenizer.from_file(tok_path)
+    if args.stage:
+        return _post(args, tok_path, data, log, rank, t_start)
     mcfg = model_config(args, tok.vocab_size, 4 if args.export_dtype == "fp32" else 2)
     run_dir = Path(args.out) / ("ar" if args.ar else "diffusion")
     log(f"model: {mcfg.n_params() / 1e6:.2f}M parameters (dim {mcfg.dim}, {mcfg.n_layer} layers, "
@@ -260,6 +273,34 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
         _smoke_decode(Path(summary["export"]), log)
     log(f"done in {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+def _post(args, tok_path: Path, data: Path, log, rank: int, t_start: float) -> int:
+    """Stage 3 or 4 from --init (an export) into OUT/STAGE; the model's shape comes from --init."""
+    from ..diffusion_core.checkpoint import load_config, resolve_checkpoint
+    from .data import SequenceConfig
+    from .post import PostConfig, post_train
+
+    init = resolve_checkpoint(args.init)
+    mcfg, _ = load_config(init)
+    cfg = PostConfig(
+        stage=args.stage, init=str(init), data_dir=str(data), tokenizer=str(tok_path),
+        out_dir=str(Path(args.out) / args.stage), model=mcfg, seq_len=args.seq_len, batch_size=args.batch_size,
+        max_steps=args.max_steps, max_minutes=args.max_minutes, stop_at_step=args.stop_at_step,
+        lr=args.lr if args.lr != 2e-3 else 3e-4, warmup_steps=args.warmup if args.warmup != 200 else 20,
+        schedule=args.schedule, weight_decay=args.weight_decay, threshold=args.threshold,
+        data_weight=args.data_weight, updates_per_rollout=args.updates_per_rollout,
+        data=SequenceConfig(seq_len=args.seq_len, p_fim=args.p_fim),
+        eval_every=args.eval_every if args.eval_every != 250 else 50, eval_batches=args.eval_batches,
+        ckpt_every=args.ckpt_every, log_every=args.log_every if args.log_every != 10 else 5, seed=args.seed,
+        compile=not args.no_compile, export_dtype=args.export_dtype, device=args.device, threads=args.threads,
+        progress=not args.no_progress)
+    log(f"post-training ({args.stage}) from {init} -> {cfg.out_dir}")
+    summary = post_train(cfg)
+    if rank == 0:
+        log(json.dumps(summary, indent=2))
+        log(f"done in {time.perf_counter() - t_start:.1f} s")
     return 0
 
 

@@ -108,6 +108,42 @@ def plot_runs(runs: dict[str, str | Path], png: str | Path, title: str = "valida
     return png
 
 
+def plot_post(path: str | Path, png: str | Path, title: str = "") -> Path:
+    """Post-training (post.py): the speed-up of the inference decoder's rollouts against training
+    step (steps per token at the first logged step over steps per token now, Seed's Figure 2a),
+    with the verified share; and the validation NELBO."""
+    plt = _plt()
+    train, val = read_metrics(path)
+    train = [r for r in train if "steps_per_token" in r]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        steps = [r["step"] for r in train]
+        base = train[0]["steps_per_token"]
+        k = max(1, len(train) // 30)
+        ax.plot(steps, _smooth([base / r["steps_per_token"] for r in train], k), label="speed-up (steps/token)")
+        ax.set_ylabel("speed-up over the starting model")
+        axb = ax.twinx()
+        axb.plot(steps, _smooth([r["verified"] for r in train], k), color="tab:green", alpha=0.6,
+                 label="verified share")
+        axb.set_ylim(0, 1.05)
+        axb.set_ylabel("verified share")
+        axb.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "speed-up")
+    if val:
+        ax2.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation NELBO")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("nats / token")
+    ax2.set_title("validation")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

@@ -1,0 +1,228 @@
+"""Post-training (trainer/post.py): rollouts, trajectory states, ELBO scoring, the verifier, the
+surrogate loss, and both stages end to end on a tiny model (CPU)."""
+
+import json
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dllm_ls.diffusion_core.checkpoint import load_checkpoint
+from dllm_ls.diffusion_core.model import ModelConfig
+from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
+from dllm_ls.trainer.data import tokenize_split
+from dllm_ls.trainer.objectives import TrainModule, batch_mask, batch_positions
+from dllm_ls.trainer.post import (PostConfig, block_layout, block_nelbo, generated_positions, post_batch, post_train,
+                                  random_steps, rollout, state_at, syntax_errors, verify_blocks)
+from dllm_ls.diffusion_core.tokenizer import train_tokenizer
+from dllm_ls.trainer.train import TrainConfig, train
+
+MASK = 1
+
+
+def scripted(conf_by_pos: torch.Tensor, tokens: torch.Tensor, V: int = 16):
+    """A logits function whose prediction at position i is tokens[i] with probability
+    conf_by_pos[i] (the rest spread evenly), whatever the state."""
+    def fn(xt):
+        B, L = xt.shape
+        p = ((1 - conf_by_pos) / (V - 1))[..., None].expand(B, L, V).clone()
+        p.scatter_(-1, tokens[..., None].expand(B, L, 1), conf_by_pos[..., None].expand(B, L, 1))
+        return p.log()
+    return fn
+
+
+def test_rollout_commits_by_the_threshold_at_least_one_per_block_and_records_the_order():
+    B, L, bs, V = 1, 8, 4, 16
+    x0 = torch.full((B, L), 7)
+    tokens = torch.arange(8, 16).view(1, L)
+    conf = torch.tensor([[0.95, 0.2, 0.3, 0.99, 0.1, 0.15, 0.12, 0.11]])
+    bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
+    gen = torch.ones(B, L, dtype=torch.bool)
+    gen[0, 6] = False  # a special token in the second block stays as it is
+    ban = torch.zeros(V, dtype=torch.bool)
+    r = rollout(scripted(conf, tokens), x0, gen, bid, nblk, mask_id=MASK, ban=ban, threshold=0.9)
+    # block 1 (positions 0-3): 0 and 3 pass the threshold at step 0, then 2 (0.3), then 1
+    assert r.commit_step[0, :4].tolist() == [0, 2, 1, 0]
+    # block 2 (positions 4-7, 6 not generated): one per step, most confident first: 5, 7, 4
+    assert r.commit_step[0, 4:].tolist() == [2, 0, -1, 1]
+    assert r.y[0].tolist() == [8, 9, 10, 11, 12, 13, 7, 15]
+    assert r.steps[0, 1:3].tolist() == [3, 3] and r.tokens[0, 1:3].tolist() == [4, 3]
+    assert (r.steps <= r.tokens).all()
+    # the state after k steps of each block: masked where commit_step >= k
+    k = torch.tensor([[0, 1, 2]])
+    s = state_at(r, gen, bid, k)
+    assert s[0].tolist() == [False, True, True, False, True, False, False, False]
+
+
+def test_random_steps_stay_inside_each_trajectory():
+    steps = torch.tensor([[0, 1, 5, 32]] * 50)
+    k = random_steps(steps, torch.Generator().manual_seed(0))
+    assert (k >= 0).all() and (k[:, 1] == 0).all() and (k[:, 2] <= 4).all() and (k[:, 3] <= 31).all()
+    assert len(set(k[:, 3].tolist())) > 10
+
+
+def test_block_nelbo_prefers_what_the_model_predicts():
+    B, L, bs = 1, 8, 4
+    tokens = torch.arange(8, 16).view(1, L)
+    fn = scripted(torch.full((B, L), 0.8), tokens)
+    bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
+    gen = torch.ones(B, L, dtype=torch.bool)
+    t, u = torch.full((B, nblk), 0.999), torch.zeros(B, L)  # everything masked
+    good = block_nelbo(fn, tokens, gen, bid, nblk, mask_id=MASK, t=t, u=u)
+    other = tokens.clone()
+    other[0, 5] = 3
+    bad = block_nelbo(fn, other, gen, bid, nblk, mask_id=MASK, t=t, u=u)
+    assert torch.allclose(good[0, 1], bad[0, 1]) and bad[0, 2] > good[0, 2] + 1
+
+
+def test_syntax_errors_and_the_block_verifier(tiny_tok):
+    assert syntax_errors("def f(x):\n    return x + 1\n") == 0
+    assert syntax_errors("def f(x:\n    return x +\n") > 0
+    tok = tiny_tok
+    ref = "def f(x):\n    y = x + 1\n    return y\n"
+    ids = tok.encode(ref)
+    L = len(ids)
+    x0 = np.asarray([ids, ids])
+    bid = np.zeros((2, L), dtype=np.int64)
+    tokens = np.asarray([[L], [L]])
+    broken = np.asarray(tok.encode("def f(x):\n    y = x + (\n    return y\n"))
+    y = x0.copy()
+    if len(broken) == L:
+        y[1] = broken
+    else:  # tokenisation differs in length: compare whole windows of equal length instead
+        y = np.asarray([ids, (broken.tolist() + [ids[-1]] * L)[:L]])
+    ok = verify_blocks(tok, x0, y, bid, tokens, context=8)
+    assert ok[0, 0] and not ok[1, 0]
+
+
+def test_post_batch_weights_states_and_augmentation():
+    B, L, bs = 2, 8, 4
+    x0 = torch.full((B, L), 7)
+    tokens = torch.arange(8, 16).view(1, L).expand(B, L)
+    conf = torch.tensor([[0.95, 0.2, 0.3, 0.99, 0.1, 0.15, 0.12, 0.11]]).expand(B, L)
+    bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
+    gen = torch.ones(B, L, dtype=torch.bool)
+    r = rollout(scripted(conf, tokens), x0, gen, bid, nblk, mask_id=MASK, ban=torch.zeros(16, dtype=torch.bool),
+                threshold=0.9)
+    keep = torch.ones(B, nblk, dtype=torch.bool)
+    keep[1, 2] = False
+    g = torch.Generator().manual_seed(0)
+    draw = lambda rng, n: rng.integers(2, 6, n)  # noqa: E731
+    b = post_batch(r, x0, gen, bid, keep, mask_id=MASK, keep_weight=0.1, augment_max=0.0, draw=draw, generator=g,
+                   rng=np.random.default_rng(0))
+    assert (b["targets"] == r.y).all() and (b["idx"][:, L:] == x0).all()
+    xt, w, m = b["idx"][:, :L], b["weight"], b["masked"]
+    assert (xt[m] == MASK).all() and (xt[~m] == r.y[~m]).all()
+    assert (w[m & keep.gather(1, bid)] == 1).all() and (w[1, 4:] == 0).all()
+    assert torch.allclose(w[~m & keep.gather(1, bid)], torch.tensor(0.1))
+    b = post_batch(r, x0, gen, bid, keep, mask_id=MASK, keep_weight=0.1, augment_max=1.0, draw=draw, generator=g,
+                   rng=np.random.default_rng(1))
+    c = b["corrupted"]
+    assert c.any() and not (c & b["masked"]).any()
+    assert (b["idx"][:, :L][c] < 6).all() and (b["weight"][c & keep.gather(1, bid)] == 1).all()
+
+
+# --- end to end on a tiny model ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Tokenised data and a stage-2 export of a tiny model trained for a few steps."""
+    root = tmp_path_factory.mktemp("post")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = [p.read_text(encoding="utf-8") for p in sorted((stdlib / "json").glob("*.py"))]
+    tok = train_tokenizer(texts, 512)
+    tok.save(root / "tokenizer.json")
+    tokenize_split(texts[1:], tok, root / "data", "train", progress=False)
+    tokenize_split(texts[:1], tok, root / "data", "val", progress=False)
+    model = ModelConfig(vocab_size=512, n_layer=2, n_head=2, dim=32, max_seq_len=64)
+    cfg = TrainConfig(data_dir=str(root / "data"), tokenizer=str(root / "tokenizer.json"), out_dir=str(root / "pre"),
+                      model=model, seq_len=64, batch_size=4, max_steps=12, warmup_steps=2, edit_frac=0.25,
+                      eval_every=100, eval_batches=1, log_every=1, ckpt_every=100, progress=False, threads=1)
+    train(cfg)
+    return root, model, tok
+
+
+@pytest.fixture(scope="module")
+def tiny_tok(run):
+    return run[2]
+
+
+def post_config(root, model, stage, out, **kw) -> PostConfig:
+    base = dict(stage=stage, init=str(root / "pre" / "export"), data_dir=str(root / "data"),
+                tokenizer=str(root / "tokenizer.json"), out_dir=str(out), model=model, seq_len=64, batch_size=4,
+                block_size=8, max_steps=6, eval_every=4, eval_batches=1, log_every=1, ckpt_every=100,
+                progress=False, threads=1, updates_per_rollout=2)
+    return PostConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("stage", ["onpolicy", "distill"])
+def test_both_stages_train_report_and_export(run, tmp_path, stage):
+    root, model, _ = run
+    summary = post_train(post_config(root, model, stage, tmp_path / stage))
+    recs = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
+    train_recs = [r for r in recs if "steps_per_token" in r]
+    assert train_recs and all(0 < r["steps_per_token"] <= 1 and 0 <= r["verified"] <= 1 and r["reward"] >= 0
+                              for r in train_recs)
+    assert [r for r in recs if "val_loss" in r][0]["step"] == 0  # the starting point is on the curve
+    assert summary["steps"] == 6 and summary["stage"] == stage and (tmp_path / stage / "speedup.png").is_file()
+    m, tok = load_checkpoint(tmp_path / stage / "export")
+    c = Sampler(m, tok, SamplerConfig(block_size=8, max_tokens=8)).complete("def f(x):\n", "", mode="block")
+    assert c.trace.steps >= 1
+
+
+def test_post_training_resumes_exactly(run, tmp_path):
+    root, model, _ = run
+    post_train(post_config(root, model, "onpolicy", tmp_path / "a"))
+    post_train(post_config(root, model, "onpolicy", tmp_path / "b", stop_at_step=2))
+    post_train(post_config(root, model, "onpolicy", tmp_path / "b"))
+    la, lb = (load_checkpoint(tmp_path / x / "export")[0].state_dict() for x in "ab")
+    assert all(torch.allclose(la[k].float(), lb[k].float(), atol=1e-3) for k in la)
+
+
+def test_the_surrogate_raises_the_confidence_of_the_final_tokens_at_visited_states(run):
+    """One rollout of the tiny model, then a few steps of the stage-4 loss on its states: the
+    model's probability of the rollout's own output at still-masked positions rises (what makes
+    more positions pass the threshold per step)."""
+    root, model_cfg, tok = run
+    torch.manual_seed(0)
+    net, _ = load_checkpoint(root / "pre" / "export", dtype=torch.float32)
+    from dllm_ls.trainer.data import SequenceConfig, SequenceSampler, TokenData
+
+    data = TokenData.load(root / "data", "train", root / "tokenizer.json")
+    x0_np, anchor = SequenceSampler(data, tok, SequenceConfig(seq_len=64), seed=3).batch(0, 4)
+    x0 = torch.from_numpy(x0_np)
+    bs, L = 8, 64
+    offset = torch.from_numpy(anchor % bs)
+    bid, nblk = block_layout(L, bs, offset)
+    gen = generated_positions(x0, [i for i in tok.special_ids if i != tok.eos_id])
+    mask = batch_mask({"offset": offset, "bs": bs}, L, False, "cpu", False)
+    pos = batch_positions(4, L, False, "cpu")
+    module = TrainModule(net)
+    fn = lambda xt: module.logits(torch.cat([xt, x0], 1), pos, mask, L)  # noqa: E731
+    ban = torch.zeros(512, dtype=torch.bool)
+    ban[[i for i in tok.special_ids if i != tok.eos_id]] = True
+    with torch.no_grad():
+        r = rollout(fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=0.9)
+    keep = torch.ones(4, nblk, dtype=torch.bool)
+    g = torch.Generator().manual_seed(1)
+    probe = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=0.1, augment_max=0.0, draw=None,
+                       generator=g, rng=np.random.default_rng(0))
+
+    def mean_logp():
+        with torch.no_grad():
+            lp = torch.log_softmax(module.logits(probe["idx"], pos, mask, L), -1)
+            return float(lp.gather(-1, r.y[..., None])[..., 0][probe["masked"]].mean())
+
+    before = mean_logp()
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    for _ in range(5):
+        b = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=0.1, augment_max=0.0, draw=None,
+                       generator=g, rng=np.random.default_rng(0))
+        ce = module(b["idx"], pos, mask, b["targets"])
+        ((ce * b["weight"]).sum() / b["valid"].sum()).backward()
+        opt.step()
+        opt.zero_grad()
+    assert mean_logp() > before + 0.1

@@ -1,0 +1,528 @@
+"""Post-training: Seed's stage 3 (constrained-order distillation) and stage 4 (on-policy step
+reduction), from a stage-2 (edit-stage) export, under the same loop machinery as train.py
+(torchrun/DDP, counter-based data, atomic checkpoints and resume, metrics.jsonl, plots, export).
+
+Rollouts use the training layout (objectives.py): the input is [x_t ; x_0] and every block of a
+training sequence is denoised at once, each conditioned on the clean tokens of the blocks before
+it, exactly what `Transformer.step` shows a block at inference. So one forward advances B x
+(L / block_size) independent completions by one denoising step. The generated positions (`gen`)
+are the valid non-special tokens; the special FIM tokens and padding stay as they are. A rollout
+is the threshold decoder of the sampler (commit every masked position of a block whose
+confidence passes the threshold, at least one per block and step), recorded as the step at which
+each position was committed (`commit_step`): the state after k steps is "masked where
+commit_step >= k", so every intermediate state of every trajectory is known without storing it.
+
+The verifier (`verify_blocks`): a generated block may not open a syntax error. tree-sitter
+counts the ERROR and MISSING nodes of a window of text around the block (`verify_context` tokens
+before, a third of that after), with the generated block and with the data's own block in place;
+the generated block passes when its count is not higher. (Windows cut code mid-construct, so
+their absolute counts mean little; the comparison with the data's block is what counts. The
+training files have no tests, so the verifier is syntax only.)
+
+Stage 3, constrained-order distillation (`stage="distill"`): for each batch, trajectories under
+several decoding rules (`distill_rules`: thresholds and sampling temperatures, so commit orders
+and outputs vary); each block's candidates are scored by their ELBO given the clean context
+(`block_nelbo`, one masked draw per block shared by all candidates: common random numbers) and
+the best one that passes the verifier is kept; the model is fine-tuned on intermediate states of
+the kept trajectories (a random step k per block: input the state, target the kept output) with
+Seed's edit-style augmentation (a share alpha ~ U[0, augment_max] of the visible generated
+tokens replaced by random ones; their target is the kept token, weight 1).
+
+Stage 4, on-policy step reduction (`stage="onpolicy"`): the current model rolls out the
+inference decoder (threshold, greedy); the reward of a block is its Levenshtein progress per step
+(in this decoder every commit is final, so the distance from the state to the final text falls by
+the number of commits: reward = tokens / steps) when it passes the verifier, else 0. The
+surrogate: for each verified block, a visited state s_k (k uniform over its steps), and the
+cross-entropy of the final tokens at every still-masked position of s_k. Raising log p(y_i | s_k)
+at positions that the decoder had not yet committed is what lets more of them pass the threshold
+at step k, i.e. more progress per step; verification filters out what would be learnt from
+broken code (reward-filtered, on-policy; no negative weights, which made the objective unstable
+in Seed's description and in ours). Each rollout feeds `updates_per_rollout` optimizer steps (fresh
+states each).
+
+Both stages keep the mask-stage ELBO on the data itself (weight `data_weight`), so the model stays
+a model of code and not only of its own outputs, and report as they train: the reward (progress
+per step), the steps per generated token, the verified share and the validation ELBO. The
+speed-up against step (Seed's Figure 2a) is `plots.plot_post`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..diffusion_core.checkpoint import load_checkpoint
+from ..diffusion_core.model import Transformer
+from ..diffusion_core.tokenizer import Tokenizer
+from .data import SequenceSampler, TokenData
+from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, diffusion_batch, eval_batches,
+                         evaluate, loss_terms)
+from .train import (MetricsLog, RunState, TrainConfig, TrainError, _Dist, _device, export, latest_checkpoint,
+                    load_train_checkpoint, lr_at, make_optimizer, save_train_checkpoint)
+
+STAGES = ("distill", "onpolicy")
+
+
+@dataclass(kw_only=True)
+class PostConfig(TrainConfig):
+    stage: str = "onpolicy"
+    init: str = ""  # the stage-2 export (config.json + model.safetensors + tokenizer.json) to start from
+    block_size: int = 32  # the decoder's block size (the sampler's default)
+    threshold: float = 0.9  # the inference decoder's commit threshold (stage 4)
+    distill_rules: tuple[tuple[float, float], ...] = ((0.9, 0.0), (0.7, 0.0), (0.5, 0.0), (0.9, 0.7))
+    data_weight: float = 0.5  # weight of the mask-stage ELBO on the data
+    post_keep_weight: float = 0.1  # CE weight of visible generated positions of a state (target: itself)
+    augment_max: float = 0.1  # stage 3: edit augmentation share alpha ~ U[0, augment_max]
+    verify_context: int = 48
+    updates_per_rollout: int = 2
+    lr: float = 3e-4
+    warmup_steps: int = 20
+    edit_frac: float = 0.0
+    eval_every: int = 50
+    log_every: int = 5
+    ckpt_every: int = 200
+
+    def __post_init__(self):
+        self.objective = ObjectiveConfig(block_sizes=(self.block_size,))
+        super().__post_init__()
+        if self.stage not in STAGES:
+            raise TrainError(f"stage must be one of {', '.join(STAGES)}, not {self.stage!r}")
+        if self.ar:
+            raise TrainError("post-training is for the diffusion model")
+        if not self.init:
+            raise TrainError("post-training starts from a stage-2 export: give init")
+        if not self.distill_rules:
+            raise TrainError("distill_rules is empty")
+
+
+# --- rollouts -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    y: torch.Tensor  # (B, L) final tokens (x0 where nothing is generated)
+    commit_step: torch.Tensor  # (B, L) the step that committed each generated position; -1 elsewhere
+    steps: torch.Tensor  # (B, nblk) steps of each block (0: nothing generated there)
+    tokens: torch.Tensor  # (B, nblk) generated tokens of each block
+
+
+def block_layout(L: int, bs: int, offset: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(block id of each position (B, L), number of block ids) for per-sequence offsets (B,)."""
+    bid = (torch.arange(L, device=offset.device)[None, :] + bs - offset[:, None]) // bs
+    return bid, (L - 1 + bs) // bs + 1
+
+
+def generated_positions(x0: torch.Tensor, special_ids) -> torch.Tensor:
+    """The positions a rollout writes: every token but the special ones (pad, FIM markers);
+    <|eos|> ends a document and is generated like text."""
+    keep = torch.zeros_like(x0, dtype=torch.bool)
+    for i in special_ids:
+        keep |= x0 == i
+    return ~keep
+
+
+def per_block(values: torch.Tensor, bid: torch.Tensor, nblk: int, reduce: str = "sum") -> torch.Tensor:
+    out = torch.zeros(values.shape[0], nblk, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce(1, bid, values, reduce, include_self=reduce == "sum")
+
+
+@torch.no_grad()
+def rollout(logits_fn, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, nblk: int, *, mask_id: int,
+            ban: torch.Tensor, threshold: float, temperature: float = 0.0,
+            generator: torch.Generator | None = None) -> Rollout:
+    """The threshold decoder on every block at once. logits_fn(x_t) -> (B, L, V) logits of the
+    noisy half (the clean half, x0, is bound in it). temperature 0: the argmax and its
+    probability (the sampler); > 0: the token is drawn from softmax(logits / temperature)
+    (Gumbel-max) and its confidence is its probability under the model."""
+    xt = torch.where(gen, torch.full_like(x0, mask_id), x0)
+    masked = gen.clone()
+    commit_step = torch.full_like(x0, -1)
+    step = 0
+    while bool(masked.any()):
+        logits = logits_fn(xt).float().masked_fill(ban, float("-inf"))
+        logp = torch.log_softmax(logits, dim=-1)
+        if temperature > 0:
+            u = torch.rand(logits.shape, device=logits.device, generator=generator).clamp_(1e-10, 1.0)
+            pred = (logits / temperature - torch.log(-torch.log(u))).argmax(-1)
+            conf = logp.gather(-1, pred.unsqueeze(-1)).squeeze(-1).exp()
+        else:
+            best, pred = logp.max(-1)
+            conf = best.exp()
+        del logits, logp
+        conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
+        bmax = per_block(conf, bid, nblk, "amax").gather(1, bid)
+        commit = masked & ((conf >= threshold) | (conf >= bmax))
+        xt = torch.where(commit, pred, xt)
+        commit_step = torch.where(commit, torch.full_like(commit_step, step), commit_step)
+        masked &= ~commit
+        step += 1
+    steps = per_block(commit_step + 1, bid, nblk, "amax")
+    tokens = per_block(gen.long(), bid, nblk)
+    return Rollout(y=torch.where(gen, xt, x0), commit_step=commit_step, steps=steps, tokens=tokens)
+
+
+def state_at(r: Rollout, gen: torch.Tensor, bid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Bool (B, L): masked in the state after k[b, blk] steps of each block."""
+    return gen & (r.commit_step >= k.gather(1, bid))
+
+
+def random_steps(steps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k ~ U{0, ..., steps - 1} per block (0 where a block has no steps)."""
+    u = torch.rand(steps.shape, device=steps.device, generator=generator)
+    return (u * steps.clamp(min=1)).long().clamp(max=(steps - 1).clamp(min=0))
+
+
+@torch.no_grad()
+def block_nelbo(logits_fn, y: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, nblk: int, *, mask_id: int,
+                t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One-draw estimate of each block's NELBO (nats; lower is more likely) of y given the clean
+    context: mask a generated position when u < t of its block, sum CE / t over masked positions.
+    t (B, nblk) and u (B, L) are passed in so that candidates share the noise."""
+    tp = t.gather(1, bid)
+    masked = gen & (u < tp)
+    xt = torch.where(masked, torch.full_like(y, mask_id), y)
+    logits = logits_fn(xt).float()
+    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+    return per_block(torch.where(masked, ce / tp, torch.zeros_like(ce)), bid, nblk)
+
+
+# --- the verifier ---------------------------------------------------------------------------------
+
+
+_PARSER = None
+
+
+def syntax_errors(text: str) -> int:
+    """ERROR and MISSING nodes in tree-sitter's Python parse of text."""
+    global _PARSER
+    if _PARSER is None:
+        import tree_sitter_python
+        from tree_sitter import Language, Parser
+
+        _PARSER = Parser(Language(tree_sitter_python.language()))
+    tree = _PARSER.parse(text.encode("utf-8", errors="replace"))
+    if not tree.root_node.has_error:
+        return 0
+    n, stack = 0, [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            n += 1
+        if node.has_error:
+            stack.extend(node.children)
+    return n
+
+
+def verify_blocks(tok: Tokenizer, x0: np.ndarray, y: np.ndarray, bid: np.ndarray, tokens: np.ndarray,
+                  context: int = 48) -> np.ndarray:
+    """Bool (B, nblk): the generated block opens no syntax error that the data's block lacks."""
+    B, L = x0.shape
+    ok = np.zeros(tokens.shape, dtype=bool)
+    for b in range(B):
+        for k in np.flatnonzero(tokens[b]):
+            where = np.flatnonzero(bid[b] == k)
+            s, e = int(where[0]), int(where[-1]) + 1
+            if np.array_equal(x0[b, s:e], y[b, s:e]):
+                ok[b, k] = True
+                continue
+            lo, hi = max(0, s - context), min(L, e + context // 3)
+            ref = tok.decode(x0[b, lo:hi].tolist())
+            new = tok.decode(np.concatenate([x0[b, lo:s], y[b, s:e], x0[b, e:hi]]).tolist())
+            ok[b, k] = syntax_errors(new) <= syntax_errors(ref)
+    return ok
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+
+def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, keep: torch.Tensor, *,
+               mask_id: int, keep_weight: float, augment_max: float, draw, generator: torch.Generator,
+               rng: np.random.Generator) -> dict:
+    """A training micro-batch of intermediate states of the rollout `r`: input [state ; x0],
+    target the rollout's output, masked positions weight 1, visible generated ones keep_weight,
+    augmented (replaced) ones weight 1; blocks with keep False weigh nothing."""
+    k = random_steps(r.steps, generator)
+    masked = state_at(r, gen, bid, k)
+    xt = torch.where(masked, torch.full_like(r.y, mask_id), r.y)
+    corrupted = torch.zeros_like(masked)
+    if augment_max > 0:
+        alpha = torch.as_tensor(rng.uniform(0.0, augment_max, r.steps.shape), device=x0.device, dtype=torch.float32)
+        u = torch.rand(x0.shape, device=x0.device, generator=generator)
+        corrupted = gen & ~masked & (u < alpha.gather(1, bid))
+        n = int(corrupted.sum())
+        if n:
+            xt[corrupted] = torch.as_tensor(draw(rng, n), device=x0.device, dtype=xt.dtype)
+    w = torch.where(masked | corrupted, 1.0, keep_weight) * gen * keep.gather(1, bid)
+    return {"idx": torch.cat([xt, x0], 1), "targets": r.y, "weight": w.float(), "masked": masked,
+            "corrupted": corrupted, "valid": gen & keep.gather(1, bid)}
+
+
+def post_train(cfg: PostConfig) -> dict:
+    threads = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _post_train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _post_train(cfg: PostConfig) -> dict:
+    dist = _Dist()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    own_group = False
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            own_group = True
+    device = _device(cfg, dist)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    t_session = time.perf_counter()
+
+    init_model, tok = load_checkpoint(cfg.init, dtype=torch.float32)
+    if asdict(init_model.cfg) != asdict(cfg.model):
+        raise TrainError(f"{cfg.init}: its model config differs from the one asked for")
+    data = TokenData.load(cfg.data_dir, "train", cfg.tokenizer)
+    sampler = SequenceSampler(data, tok, cfg.data, seed=cfg.seed + 1000)  # other sequences than pre-training's
+    draw = data.token_draw(tok.special_ids)
+    val_batches = []
+    if (Path(cfg.data_dir) / "val.meta.json").is_file() and cfg.eval_batches > 0:
+        vs = SequenceSampler(TokenData.load(cfg.data_dir, "val", cfg.tokenizer), tok, cfg.data, seed=cfg.seed + 1)
+        val_batches = list(eval_batches(vs, cfg.eval_batches, cfg.batch_size, cfg.eval_block_size, ar=False,
+                                        seed=cfg.seed))
+
+    torch.manual_seed(cfg.seed)
+    net = Transformer(cfg.model).to(device)
+    net.load_state_dict(init_model.state_dict())
+    del init_model
+    opt = make_optimizer(net, cfg, device)
+    state = RunState(total_steps=None if cfg.max_minutes else cfg.max_steps)
+    ck = latest_checkpoint(out)
+    if ck is not None:
+        state = load_train_checkpoint(ck, net, opt)
+    if state.done:
+        p = out / "summary.json"
+        return json.loads(p.read_text()) if p.is_file() else {"steps": state.step}
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    flex = device.type == "cuda" and cfg.compile
+    module = TrainModule(net)
+    logits_mod = module.logits
+    if flex:
+        module = torch.compile(module)
+        logits_mod = torch.compile(TrainModule(net).logits)
+    eval_module = module
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+    L, bs = cfg.seq_len, cfg.block_size
+    V = cfg.model.vocab_size
+    ban = torch.zeros(V, dtype=torch.bool)
+    ban[[i for i in tok.special_ids if i != tok.eos_id]] = True
+    ban[tok.vocab_size:] = True
+    ban = ban.to(device)
+    special = [i for i in tok.special_ids if i != tok.eos_id]
+    log = MetricsLog(out / "metrics.jsonl", state.step, dist.main)
+    if dist.main:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    bar = None
+    if dist.main and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=state.total_steps, initial=state.step, unit="step", dynamic_ncols=True, desc=cfg.stage)
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
+    total = state.total_steps or cfg.max_steps or 10**9
+    acc: dict[str, float] = {}
+    acc_n, t_log = 0, time.perf_counter()
+    last_val = None
+    stopped_early = False
+    gen_t = torch.Generator(device=device)
+
+    def add(name, value):
+        acc[name] = acc.get(name, 0.0) + float(value)
+
+    def checkpoint():
+        if dist.main:
+            save_train_checkpoint(out, net, tok, opt, state, cfg)
+
+    if val_batches and dist.main and state.step == 0:  # the starting point of the curves
+        last_val = evaluate(eval_module, val_batches, ar=False, device=device, flex=flex, autocast=autocast)["loss"]
+        log.write({"step": 0, "val_loss": round(last_val, 5), "tokens": 0})
+    try:
+        while state.step < total:
+            rollout_id = state.step // cfg.updates_per_rollout
+            rng = sampler.rng(rollout_id, dist.rank, 0, 5)
+            gen_t.manual_seed(int(rng.integers(2**62)))
+            x0_np, anchor = sampler.batch(rollout_id, cfg.batch_size, dist.rank)
+            x0 = torch.from_numpy(x0_np).to(device)
+            offset = torch.from_numpy(anchor % bs).to(device)
+            bid, nblk = block_layout(L, bs, offset)
+            gen = generated_positions(x0, special)
+            mask = batch_mask({"offset": offset, "bs": bs}, L, False, device, flex)
+            pos = batch_positions(x0.shape[0], L, False, device)
+
+            def logits_fn(xt):
+                with autocast:
+                    return logits_mod(torch.cat([xt, x0], 1), pos, mask, L)
+
+            net.eval()
+            t0 = time.perf_counter()
+            if cfg.stage == "onpolicy":
+                r = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=cfg.threshold)
+                keep = torch.from_numpy(verify_blocks(tok, x0_np, r.y.cpu().numpy(), bid.cpu().numpy(),
+                                                      r.tokens.cpu().numpy(), cfg.verify_context)).to(device)
+                greedy = r
+            else:
+                t_blk = torch.rand(x0.shape[0], nblk, device=device, generator=gen_t).clamp_(min=1e-3)
+                u = torch.rand(x0.shape, device=device, generator=gen_t)
+                cands, scores, oks = [], [], []
+                for th, temp in cfg.distill_rules:
+                    c = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=th,
+                                temperature=temp, generator=gen_t)
+                    ok = torch.from_numpy(verify_blocks(tok, x0_np, c.y.cpu().numpy(), bid.cpu().numpy(),
+                                                        c.tokens.cpu().numpy(), cfg.verify_context)).to(device)
+                    sc = block_nelbo(logits_fn, c.y, gen, bid, nblk, mask_id=tok.mask_id, t=t_blk, u=u)
+                    cands.append(c)
+                    oks.append(ok)
+                    scores.append(torch.where(ok, sc, torch.full_like(sc, float("inf"))))
+                score = torch.stack(scores)  # (S, B, nblk)
+                choice = score.argmin(0)
+                keep = torch.isfinite(score.min(0).values)
+                cp = choice.gather(1, bid)  # (B, L)
+                r = Rollout(y=torch.stack([c.y for c in cands]).gather(0, cp[None])[0],
+                            commit_step=torch.stack([c.commit_step for c in cands]).gather(0, cp[None])[0],
+                            steps=torch.stack([c.steps for c in cands]).gather(0, choice[None])[0],
+                            tokens=cands[0].tokens)
+                greedy = cands[0]  # the first rule is the inference decoder: its figures are reported
+                add("chosen_greedy", float(((choice == 0) & keep).sum()) / max(1, int(keep.sum())))
+            t_roll = time.perf_counter() - t0
+            net.train()
+            has = greedy.tokens > 0
+            add("steps_per_token", float(greedy.steps[has].sum()) / max(1, int(greedy.tokens[has].sum())))
+            add("verified", float(keep[has].float().mean()))
+            ok_blocks = keep & has
+            progress = (greedy.tokens[ok_blocks].float() / greedy.steps[ok_blocks].clamp(min=1)).mean()
+            add("reward", float(progress) if bool(ok_blocks.any()) else 0.0)
+            add("rollout_s", t_roll)
+
+            for _ in range(cfg.updates_per_rollout):
+                if state.step >= total:
+                    break
+                lr = lr_at(state.step, total, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                b = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=cfg.post_keep_weight,
+                               augment_max=cfg.augment_max if cfg.stage == "distill" else 0.0, draw=draw,
+                               generator=gen_t, rng=rng)
+                with autocast:
+                    ce = module(b["idx"], pos, mask, b["targets"])
+                post_loss = (ce * b["weight"]).sum() / b["valid"].sum().clamp(min=1)
+                loss = post_loss
+                if cfg.data_weight > 0:
+                    d = diffusion_batch(x0_np, anchor, bs, edit=False, ids=sampler.special, cfg=cfg.objective,
+                                        rng=sampler.rng(state.step, dist.rank, 0, 6))
+                    d = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
+                    with autocast:
+                        ced = module(d["idx"], pos, mask, d["targets"])
+                    data_loss = loss_terms(ced, d)["loss"]
+                    loss = loss + cfg.data_weight * data_loss
+                    add("data_loss", data_loss.detach())
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                state.step += 1
+                state.tokens += int(gen.sum()) * dist.world
+                add("post_loss", post_loss.detach())
+                add("grad_norm", gn.detach())
+                add("lr", lr)
+                acc_n += 1
+                if bar is not None:
+                    bar.update(1)
+            n_roll = max(1, acc_n // max(1, cfg.updates_per_rollout))
+
+            if state.step % cfg.log_every < cfg.updates_per_rollout or state.step >= total:
+                now = time.perf_counter()
+                state.train_seconds += now - t_log
+                per_roll = {"steps_per_token", "verified", "reward", "rollout_s", "chosen_greedy"}
+                rec = {"step": state.step, "stage": cfg.stage, "tokens": state.tokens,
+                       "time": round(state.train_seconds, 3),
+                       **{k: round(v / (n_roll if k in per_roll else max(1, acc_n)), 5) for k, v in acc.items()}}
+                rec["loss"] = rec.get("post_loss", 0.0)
+                log.write(rec)
+                if bar is not None:
+                    bar.set_postfix(spt=f"{rec['steps_per_token']:.3f}", reward=f"{rec['reward']:.2f}",
+                                    ok=f"{rec['verified']:.2f}", refresh=False)
+                acc.clear()
+                acc_n, t_log = 0, time.perf_counter()
+            if val_batches and dist.main and (state.step % cfg.eval_every < cfg.updates_per_rollout
+                                              or state.step >= total):
+                te = time.perf_counter()
+                net.eval()
+                last_val = evaluate(eval_module, val_batches, ar=False, device=device, flex=flex,
+                                    autocast=autocast)["loss"]
+                net.train()
+                log.write({"step": state.step, "val_loss": round(last_val, 5), "tokens": state.tokens})
+                t_log += time.perf_counter() - te
+            if state.step % cfg.ckpt_every < cfg.updates_per_rollout and state.step < total:
+                checkpoint()
+            if budget_s is not None and time.perf_counter() - t_session > budget_s:
+                stopped_early = state.step < total  # the session ends here; a rerun resumes
+                break
+            if cfg.stop_at_step is not None and state.step >= cfg.stop_at_step:
+                stopped_early = state.step < total
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    state.done = not stopped_early
+    checkpoint()
+    summary = {}
+    if dist.main:
+        size = export(out / "export", net, tok, cfg, state, cfg.stage)
+        summary = post_summary(out, cfg, state, size, last_val)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        try:
+            from .plots import plot_post
+
+            plot_post(out / "metrics.jsonl", out / "speedup.png", title=f"{out.name} ({cfg.stage})")
+        except Exception as e:  # a plot must never cost a trained model
+            print(f"warning: could not plot: {e}")
+    if own_group:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
+    return summary
+
+
+def post_summary(out: Path, cfg: PostConfig, state: RunState, size: int, val: float | None) -> dict:
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    train = [r for r in recs if "steps_per_token" in r]
+    vals = [r for r in recs if "val_loss" in r]
+    first, last = (train[0], train[-1]) if train else ({}, {})
+    spt0, spt1 = first.get("steps_per_token"), last.get("steps_per_token")
+    return {"stage": cfg.stage, "init": cfg.init, "steps": state.step, "train_seconds": round(state.train_seconds, 2),
+            "steps_per_token_first": spt0, "steps_per_token_last": spt1,
+            "rollout_speedup": (spt0 / spt1) if spt0 and spt1 else None,
+            "verified_first": first.get("verified"), "verified_last": last.get("verified"),
+            "val_loss_first": vals[0]["val_loss"] if vals else None, "val_loss_last": val,
+            "export": str(out / "export"), "export_bytes": size, "seq_len": cfg.seq_len,
+            "batch_size": cfg.batch_size, "block_size": cfg.block_size, "threshold": cfg.threshold}
+
+
+__all__ = ["PostConfig", "Rollout", "rollout", "block_layout", "generated_positions", "state_at", "random_steps",
+           "block_nelbo", "syntax_errors", "verify_blocks", "post_batch", "post_train", "STAGES"]

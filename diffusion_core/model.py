@@ -111,7 +111,10 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, n_append: int):
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, n_append: int,
+                keep: torch.Tensor | None = None):
+        """keep (with a cache): the query positions whose outputs are wanted (every position
+        still gives its key and value); the output then has len(keep) rows."""
         B, T, C = x.shape
         q, k, v = self.wqkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -120,6 +123,8 @@ class Attention(nn.Module):
             # denoised) is attended to but not stored
             P = cache.length
             k, v = cache.extend(layer, k, v, n_append)
+            if keep is not None:
+                q, mask, T = q[:, :, keep], mask[:, :, keep], len(keep)
             y = cached_attention(q, k, v, mask, P)
         elif isinstance(mask, torch.Tensor) or mask is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -168,8 +173,9 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x, cos, sin, mask, cache, layer, n_append):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, n_append)
+    def forward(self, x, cos, sin, mask, cache, layer, n_append, keep=None):
+        h = self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, n_append, keep)
+        x = (x if keep is None else x[:, keep]) + h
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -219,14 +225,22 @@ class Transformer(nn.Module):
 
     # --- inference -------------------------------------------------------------------------
 
+    step_rows = True  # step/step_batch take `rows` (DecodeState.rows: only the commit candidates)
+
     @torch.no_grad()
-    def step(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def step(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache,
+             rows: torch.Tensor | None = None) -> torch.Tensor:
         """One denoising forward with the cache.
 
         clean: (B, n) clean tokens not yet in the cache (the prompt, or the block just finished);
         they attend causally and their exact KV enters the cache. block: (B, b) the block being
         denoised (masks and committed tokens); it attends to every clean token and to itself.
         Returns the block's logits (B, b, V). n or b may be 0.
+
+        rows: block positions (ascending, distinct) whose logits are wanted; the result is then
+        (B, len(rows), V) and the last layer (past its keys and values) and the tied head run
+        over those positions only. The logits are the same numbers either way (see `_keep`).
+        The clean positions never get logits (nobody reads them): the head runs over the block.
         """
         B, n = clean.shape
         b = block.shape[1]
@@ -236,12 +250,22 @@ class Transformer(nn.Module):
         idx = torch.cat([clean, block], dim=1)
         positions = torch.arange(P, P + n + b, device=idx.device).unsqueeze(0).expand(B, -1)
         mask = step_mask(P, n, b, causal_block=self.cfg.causal, device=idx.device)
-        logits = self(idx, positions, mask=mask, cache=cache, n_append=n)
-        return logits[:, n:]
+        keep, take = _keep(rows, n, b, idx.device)
+        x = self.tok_emb(idx)  # (B, T, C)
+        cos = self.rope_cos[positions].unsqueeze(1)  # (B, 1, T, D/2)
+        sin = self.rope_sin[positions].unsqueeze(1)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i, n, keep if i == last else None)
+        cache.advance(n)
+        if take is not None:
+            x = x[:, take]
+        return F.linear(self.norm(x), self.tok_emb.weight).float()  # tied head
 
 
     @torch.no_grad()
-    def step_batch(self, items: list[tuple[torch.Tensor, torch.Tensor, KVCache]]) -> list[torch.Tensor]:
+    def step_batch(self, items: list[tuple[torch.Tensor, torch.Tensor, KVCache]],
+                   rows: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
         """`step` for many requests at once: items are (clean (1, n_i), block (1, b_i), cache_i) of
         different documents, at different cache lengths, steps and block sizes. Returns each one's
         block logits (1, b_i, V), equal to its own `step` up to float rounding.
@@ -250,11 +274,13 @@ class Transformer(nn.Module):
         dense matmul (QKV, output projection, SwiGLU, the head) runs once for the whole batch, where
         batching pays on a CPU or GPU; attention runs per request over its own cache, with its own
         `step_mask`, so no padding is computed and no cached K/V is copied. The head is applied only
-        to the block positions (the clean ones' logits are not used).
+        to the block positions (the clean ones' logits are not used); `rows` (per request, as in
+        `step`; None = the whole block) narrows it further.
         """
+        rows = rows if rows is not None else [None] * len(items)
         if len(items) == 1:
             clean, block, cache = items[0]
-            return [self.step(clean, block, cache)]
+            return [self.step(clean, block, cache, rows=rows[0])]
         segs = []  # (start, n, b, P, cache) per request, in the packed sequence
         start = 0
         for clean, block, cache in items:
@@ -288,9 +314,10 @@ class Transformer(nn.Module):
             x = x + layer.ffn(layer.ffn_norm(x))
         for _, n, _, _, cache in segs:
             cache.advance(n)
-        sel = torch.cat([torch.arange(s0 + n, s0 + n + b, device=dev) for s0, n, b, _, _ in segs])
-        logits = F.linear(self.norm(x[:, sel]), self.tok_emb.weight).float()  # (1, sum b_i, V)
-        return list(logits.split([b for _, _, b, _, _ in segs], dim=1))
+        want = [torch.arange(b, device=dev) if r is None else r.to(dev) for (_, _, b, _, _), r in zip(segs, rows)]
+        sel = torch.cat([s0 + n + w for (s0, n, _, _, _), w in zip(segs, want)])
+        logits = F.linear(self.norm(x[:, sel]), self.tok_emb.weight).float()  # (1, sum of rows, V)
+        return list(logits.split([len(w) for w in want], dim=1))
 
     @torch.no_grad()
     def extend(self, clean: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -305,6 +332,29 @@ class Transformer(nn.Module):
         positions = torch.arange(P, P + n, device=clean.device).unsqueeze(0).expand(B, -1)
         mask = step_mask(P, n, 0, device=clean.device)
         return self(clean, positions, mask=mask, cache=cache, n_append=n)[:, -1]
+
+
+MIN_ROWS = 4  # a product over 1-3 rows takes another BLAS path (x86 CPU) that rounds differently
+
+
+def _keep(rows: torch.Tensor | None, n: int, b: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`Transformer.step`'s last-layer positions (ascending indices into [clean n ; block b]) and
+    where the wanted block rows are among them (None: all of them). Every matmul and attention
+    output row is the same number whatever the other rows are, as long as there are at least
+    MIN_ROWS of them (measured on the CPU: 4-632 rows of every weight of the model and of SDPA
+    equal a larger product bitwise, 1-3 rows do not), so fewer rows are padded with other
+    positions (block ones first, then the last clean ones) up to MIN_ROWS, or all n + b."""
+    want = torch.arange(b, device=device) if rows is None else rows.to(device)
+    T = n + b
+    if len(want) >= MIN_ROWS or len(want) == T:
+        return want + n, None
+    m = torch.zeros(T, dtype=torch.bool, device=device)
+    m[want + n] = True
+    order = torch.cat([torch.arange(n, T, device=device), torch.arange(n - 1, -1, -1, device=device)])
+    free = order[~m[order]]
+    m[free[: MIN_ROWS - len(want)]] = True
+    keep = m.nonzero().squeeze(1)
+    return keep, torch.searchsorted(keep, want + n)
 
 
 def step_mask(P: int, n: int, b: int, *, causal_block: bool = False, device=None) -> torch.Tensor:

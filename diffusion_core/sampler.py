@@ -175,7 +175,9 @@ class Sampler:
                 if should_stop is not None and should_stop():
                     raise CompletionCancelled
                 clean, block = state.next_inputs()
-                state.advance(self.model.step(clean, block, state.cache)[0])
+                rows = state.rows()
+                kw = {} if rows is None else {"rows": rows}
+                state.advance(self.model.step(clean, block, state.cache, **kw)[0], rows)
             return state.result()
         t0 = time.perf_counter()
         ctx, crlf, clean, max_tokens, cache, trace = self._prepare(prefix, suffix, mode, cache, cfg)
@@ -263,16 +265,38 @@ class DecodeState:
         clean_t = torch.tensor([self.clean[:n]], dtype=torch.long, device=self.sampler.device).view(1, n)
         return clean_t, self.block
 
-    def advance(self, logits: torch.Tensor) -> bool:
-        """Take the block's logits (b, V) from the forward over `next_inputs()`; returns `done`."""
+    def _candidates(self) -> torch.Tensor:
+        """bool (b,): the masked positions this step may commit."""
+        return line_candidates(self.block[0], self.masked, self.sampler.newline) if self.ctx.mode == "line" else self.masked
+
+    def rows(self) -> torch.Tensor | None:
+        """The block positions whose logits the next `advance` reads (the commit candidates,
+        ascending), for `model.step(..., rows=)`, which then runs its head over those only;
+        None when it needs them all (on CUDA, where the fused commit takes the whole block, or
+        a model without `step_rows`)."""
+        s = self.sampler
+        if s.device.type == "cuda" or not getattr(s.model, "step_rows", False):
+            return None
+        return self._candidates().nonzero().squeeze(1)
+
+    def advance(self, logits: torch.Tensor, rows: torch.Tensor | None = None) -> bool:
+        """Take the block's logits (b, V) from the forward over `next_inputs()`, or with `rows`
+        (this step's `rows()`) the logits of those positions (len(rows), V); returns `done`."""
         s, cfg, trace = self.sampler, self.cfg, self.trace
         eos_id = s.tok.eos_id
         block, masked = self.block, self.masked
         if self.first:
             self.cache.append_tokens(self.clean)
             self.first = False
-        cand = line_candidates(block[0], masked, s.newline) if self.ctx.mode == "line" else masked
-        if use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
+        cand = self._candidates()
+        if rows is not None:  # the candidates' logits only: the same numbers, fewer rows
+            conf, pred_rows = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
+            order = conf.argsort(descending=True, stable=True)
+            n = commit_count(conf[order], cfg)
+            chosen = rows[order[:n]]
+            pred = block[0].clone()
+            pred[rows] = pred_rows
+        elif use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
             from ..kernels.commit import fused_commit
 
             pred, _, chosen = fused_commit(logits, cand, ban=s.ban, kind=cfg.confidence, rule=cfg.rule,

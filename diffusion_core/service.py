@@ -346,8 +346,9 @@ class CoreService:
         model = self.sampler.model
         try:
             inputs = [(*r.state.next_inputs(), r.cache) for r in live]
+            rows = [r.state.rows() for r in live]  # the commit candidates (None on CUDA: all)
             if hasattr(model, "step_batch"):
-                logits = model.step_batch(inputs)
+                logits = model.step_batch(inputs, rows) if getattr(model, "step_rows", False) else model.step_batch(inputs)
             else:  # a stand-in model (tests): the same scheduling, one forward per request
                 logits = [model.step(*x) for x in inputs]
         except Exception as e:
@@ -360,9 +361,9 @@ class CoreService:
             self.h["forwards"] += 1
             self.h["max_batch"] = max(self.h["max_batch"], len(live))
         still = []
-        for r, lg in zip(live, logits):
+        for r, lg, rw in zip(live, logits, rows):
             try:
-                done = r.state.advance(lg[0])
+                done = r.state.advance(lg[0], rw)
             except Exception as e:
                 log.exception("sampling failed")
                 self._close(r, error=RpcError(INTERNAL, f"the core failed ({type(e).__name__}: {e}); see its log"))

@@ -24,6 +24,8 @@ from .stops import StopContext, find_stop
 from .tokenizer import Tokenizer
 
 RULES = ("threshold", "factor")
+# the syntax guard in the core and the server (docs/results.md, "Syntax guard (issue 10)")
+SERVER_SYNTAX_GUARD = False
 CONFIDENCES = ("maxprob", "margin", "entropy")
 
 
@@ -40,6 +42,17 @@ class SamplerConfig:
     factor: float = 1.0
     confidence: str = "maxprob"  # "maxprob" p1, "margin" p1-p2, "entropy" 1-H/log V; all in [0, 1]
     window: PromptWindow = field(default_factory=PromptWindow)
+    # tree-sitter syntax guard (syntax_guard.py): a step whose commits open a new syntax error is
+    # remasked and redone with one commit; Python only (the request's language)
+    syntax_guard: bool = False
+    # when the one remaining commit still opens an error, try this many runner-up tokens at its
+    # position (the same logits) before keeping it
+    syntax_guard_alternatives: int = 0
+
+    @classmethod
+    def for_server(cls) -> "SamplerConfig":
+        """The defaults of the core and the language server (see ARCHITECTURE.md, Decisions)."""
+        return cls(syntax_guard=SERVER_SYNTAX_GUARD)
 
     def __post_init__(self):
         if self.block_size < 1 or self.max_tokens < 1:
@@ -59,6 +72,12 @@ class Trace:
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens whose KV came from the cache
     ms: float = 0.0
+    # syntax guard (cfg.syntax_guard): steps whose commits opened a new syntax error and were redone
+    # with one commit; single commits that opened one and were kept; time spent in tree-sitter
+    guard_redone: int = 0
+    guard_replaced: int = 0  # single commits replaced by a runner-up token (cfg.syntax_guard_alternatives)
+    guard_kept: int = 0
+    guard_ms: float = 0.0
 
 
 @dataclass
@@ -147,30 +166,40 @@ class Sampler:
         return ctx, crlf, clean, max_tokens, cache, trace
 
     def begin(self, prefix: str, suffix: str = "", mode: str = "line", cache: KVCache | None = None,
-              cfg: SamplerConfig | None = None) -> "DecodeState":
+              cfg: SamplerConfig | None = None, language: str = "python") -> "DecodeState":
         """Start a block-diffusion completion as a resumable `DecodeState` (for the core's scheduler,
-        which interleaves the steps of many requests). Not for causal (AR baseline) models."""
+        which interleaves the steps of many requests). Not for causal (AR baseline) models.
+        `language` (an LSP languageId) decides whether `cfg.syntax_guard` applies (Python only)."""
         if self.model.cfg.causal:
             raise ValueError("Sampler.begin: the AR baseline decodes with complete()")
         cfg = cfg or self.cfg
         t0 = time.perf_counter()
         ctx, crlf, clean, max_tokens, cache, trace = self._prepare(prefix, suffix, mode, cache, cfg)
+        guard = None
+        if cfg.syntax_guard:
+            from .syntax_guard import SyntaxGuard
+
+            guard = SyntaxGuard.for_request(prefix, suffix, language)
+            if guard is not None:
+                trace.guard_ms = guard.ms
         return DecodeState(self, clean=clean, max_tokens=max_tokens, cache=cache, ctx=ctx, cfg=cfg,
-                           trace=trace, crlf=crlf, t0=t0)
+                           trace=trace, crlf=crlf, t0=t0, guard=guard)
 
     @torch.no_grad()
     def complete(self, prefix: str, suffix: str = "", mode: str = "line", cache: KVCache | None = None,
-                 cfg: SamplerConfig | None = None, should_stop: Callable[[], bool] | None = None) -> Completion:
+                 cfg: SamplerConfig | None = None, should_stop: Callable[[], bool] | None = None,
+                 language: str = "python") -> Completion:
         """Fill the text between prefix and suffix. mode: "line" or "block" (see stops.py).
 
         `cache` holds the KV of an earlier prompt of the same document; the longest common token
         prefix is reused and the rest computed, with results equal to a cold start.
         `should_stop` is polled before every model step; when it returns True the call raises
         CompletionCancelled, leaving `cache` valid (it holds only finished clean tokens).
+        `language` (an LSP languageId): the syntax guard (`cfg.syntax_guard`) applies to Python only.
         """
         cfg = cfg or self.cfg
         if not self.model.cfg.causal:
-            state = self.begin(prefix, suffix, mode, cache, cfg)
+            state = self.begin(prefix, suffix, mode, cache, cfg, language)
             while not state.done:
                 if should_stop is not None and should_stop():
                     raise CompletionCancelled
@@ -184,13 +213,19 @@ class Sampler:
         stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace, should_stop)
         return self._finish(stop, text, ctx, crlf, trace, t0)
 
-    def _finish(self, stop, text: str, ctx: StopContext, crlf: bool, trace: Trace, t0: float) -> Completion:
+    @staticmethod
+    def _cut(stop, text: str, ctx: StopContext) -> tuple[tuple[int, str], str]:
+        """The final (stop, LF text) of a finished decoding: what the editor gets (before CRLF)."""
         if stop is None or stop[1] == "eos":  # the text is complete: apply the stops that wait for it
             reason = "max_tokens" if stop is None else "eos"
             stop = find_stop(text, ctx, final=True) or (len(text), reason)
         text = text[: stop[0]]
         if text.strip():  # trailing blank lines and spaces are noise in an editor
             text = text.rstrip()
+        return stop, text
+
+    def _finish(self, stop, text: str, ctx: StopContext, crlf: bool, trace: Trace, t0: float) -> Completion:
+        stop, text = self._cut(stop, text, ctx)
         if crlf:
             text = text.replace("\n", "\r\n")
         trace.ms = (time.perf_counter() - t0) * 1000
@@ -242,9 +277,10 @@ class DecodeState:
     """
 
     def __init__(self, sampler: Sampler, *, clean: list[int], max_tokens: int, cache: KVCache,
-                 ctx: StopContext, cfg: SamplerConfig, trace: Trace, crlf: bool, t0: float):
+                 ctx: StopContext, cfg: SamplerConfig, trace: Trace, crlf: bool, t0: float, guard=None):
         self.sampler, self.cache, self.ctx, self.cfg, self.trace = sampler, cache, ctx, cfg, trace
         self.max_tokens, self.crlf, self.t0 = max_tokens, crlf, t0
+        self.guard = guard  # syntax_guard.SyntaxGuard, or None
         self.generated: list[int] = []
         self.stop: tuple[int, str] | None = None
         self.text = ""
@@ -283,7 +319,6 @@ class DecodeState:
         """Take the block's logits (b, V) from the forward over `next_inputs()`, or with `rows`
         (this step's `rows()`) the logits of those positions (len(rows), V); returns `done`."""
         s, cfg, trace = self.sampler, self.cfg, self.trace
-        eos_id = s.tok.eos_id
         block, masked = self.block, self.masked
         if self.first:
             self.cache.append_tokens(self.clean)
@@ -299,9 +334,12 @@ class DecodeState:
         elif use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
             from ..kernels.commit import fused_commit
 
-            pred, _, chosen = fused_commit(logits, cand, ban=s.ban, kind=cfg.confidence, rule=cfg.rule,
-                                           threshold=cfg.threshold, factor=cfg.factor)  # chosen: bool (b,)
+            pred, conf, chosen = fused_commit(logits, cand, ban=s.ban, kind=cfg.confidence, rule=cfg.rule,
+                                              threshold=cfg.threshold, factor=cfg.factor)  # chosen: bool (b,)
             n = int(chosen.sum())
+            if self.guard is not None:  # the guard's retry needs the order: indices, most confident first
+                idx = chosen.nonzero().squeeze(1)
+                chosen = idx[conf[idx].argsort(descending=True, stable=True)]
         else:
             logits = logits.masked_fill(s.ban, float("-inf"))
             conf, pred = confidence(logits, cfg.confidence)
@@ -309,27 +347,26 @@ class DecodeState:
             order = conf[idx].argsort(descending=True, stable=True)
             n = commit_count(conf[idx][order], cfg)
             chosen = idx[order[:n]]
-        block[0, chosen] = pred[chosen]
-        masked[chosen] = False
+        saved = (block.clone(), masked.clone()) if self.guard is not None else None
+        stop = self._commit(chosen, pred)
+        if self.guard is not None and self.guard.check(*self._judged(stop)):
+            # the step's commits open a new syntax error: remask them and redo the step (same
+            # logits) committing only the most confident position
+            fired = True
+            if n > 1:
+                block.copy_(saved[0])
+                masked.copy_(saved[1])
+                n = 1
+                stop = self._commit(chosen[:1], pred)
+                trace.guard_redone += 1
+                fired = self.guard.check(*self._judged(stop))
+            if fired:  # one commit, and it opens an error too: its runner-up tokens, else keep it
+                stop = self._guard_alternatives(logits, rows, chosen[:1], pred, saved, stop)
+        if self.guard is not None:
+            trace.guard_ms = self.guard.ms
         trace.steps += 1
         trace.tokens += n
         trace.per_step.append(n)
-        # an eos ends the text: positions after the first committed eos are not needed
-        eos_at = ((block[0] == eos_id) & ~masked).nonzero()
-        if len(eos_at):
-            j = int(eos_at[0])
-            block[0, j + 1:] = eos_id
-            masked[j + 1:] = False
-        # stops on the contiguous committed text
-        done = int(masked.nonzero()[0]) if bool(masked.any()) else self.b
-        head = block[0, :done].tolist()
-        stop = None
-        if eos_id in head:
-            self.text = s._text(self.generated + head[: head.index(eos_id)])
-            stop = (len(self.text), "eos")
-        else:
-            self.text = s._text(self.generated + head)
-            stop = find_stop(self.text, self.ctx, final=False)
         if stop is None and bool(masked.any()):
             return False
         # the block is finished (or the text stops inside it)
@@ -342,6 +379,69 @@ class DecodeState:
         else:
             self._new_block(ids)
         return self.done
+
+    def _commit(self, chosen: torch.Tensor, pred: torch.Tensor) -> tuple[int, str] | None:
+        """Commit pred at `chosen`, fill after a committed eos, set `self.text` (the contiguous
+        committed text) and return the stop found on it (or None)."""
+        s, block, masked = self.sampler, self.block, self.masked
+        eos_id = s.tok.eos_id
+        block[0, chosen] = pred[chosen]
+        masked[chosen] = False
+        # an eos ends the text: positions after the first committed eos are not needed
+        eos_at = ((block[0] == eos_id) & ~masked).nonzero()
+        if len(eos_at):
+            j = int(eos_at[0])
+            block[0, j + 1:] = eos_id
+            masked[j + 1:] = False
+        # stops on the contiguous committed text
+        done = int(masked.nonzero()[0]) if bool(masked.any()) else self.b
+        head = block[0, :done].tolist()
+        if eos_id in head:
+            self.text = s._text(self.generated + head[: head.index(eos_id)])
+            return (len(self.text), "eos")
+        self.text = s._text(self.generated + head)
+        return find_stop(self.text, self.ctx, final=False)
+
+    def _guard_alternatives(self, logits, rows, pos: torch.Tensor, pred: torch.Tensor, saved, stop):
+        """The single commit at `pos` opens a new syntax error: try the position's next most
+        likely tokens (`cfg.syntax_guard_alternatives` of them, same logits) and keep the first
+        that opens none; when none does, keep the model's token (decoding must progress)."""
+        s, trace, k = self.sampler, self.trace, self.cfg.syntax_guard_alternatives
+        if k > 0:
+            p = int(pos[0])
+            row = logits[p] if rows is None else logits[int((rows == p).nonzero()[0])]
+            row = row.float().masked_fill(s.ban, float("-inf"))
+            top = row.topk(min(k + 1, row.numel()))
+            for t, v in zip(top.indices.tolist(), top.values.tolist()):
+                if t == int(pred[p]):
+                    continue
+                if v == float("-inf"):
+                    break
+                self.block.copy_(saved[0])
+                self.masked.copy_(saved[1])
+                alt = pred.clone()
+                alt[p] = t
+                st = self._commit(pos, alt)
+                # only a token whose text is judged and passes: not one that merely postpones the
+                # judgement (a line break replaced by more text)
+                if not self.guard.check(*self._judged(st)) and self.guard.judged_now:
+                    trace.guard_replaced += 1
+                    return st
+            self.block.copy_(saved[0])
+            self.masked.copy_(saved[1])
+            stop = self._commit(pos, pred)
+            self.guard.check(*self._judged(stop))  # fires again: the same text as before
+        self.guard.accept()
+        trace.guard_kept += 1
+        return stop
+
+    def _judged(self, stop) -> tuple[str, bool]:
+        """(text, final) for the syntax guard: the completion as the editor gets it once the
+        decoding ends with this step (a stop, or the last block finished), else the committed text."""
+        final = stop is not None or (not bool(self.masked.any()) and len(self.generated) + self.b >= self.max_tokens)
+        if final:
+            return self.sampler._cut(stop, self.text, self.ctx)[1], True
+        return self.text, False
 
     def result(self) -> Completion:
         if not self.done:

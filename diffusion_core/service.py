@@ -63,6 +63,7 @@ class CompleteParams:
     max_tokens: int = 64
     block_size: int | None = None
     threshold: float | None = None
+    language: str = "python"  # the LSP languageId ("" when unknown): the syntax guard is for Python only
 
     @classmethod
     def parse(cls, p: dict, default_id: int) -> "CompleteParams":
@@ -83,7 +84,8 @@ class CompleteParams:
             mode=want("mode", str, "line", lambda v: v in MODES, '"line" or "block"'),
             max_tokens=want("max_tokens", int, 64, lambda v: 1 <= v <= 1024, "1-1024"),
             block_size=want("block_size", int, None, lambda v: 1 <= v <= 256, "1-256 or nil"),
-            threshold=want("threshold", (int, float), None, lambda v: 0 <= v <= 1, "0-1 or nil"))
+            threshold=want("threshold", (int, float), None, lambda v: 0 <= v <= 1, "0-1 or nil"),
+            language=want("language", str, "python", accepts="a string"))
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -321,7 +323,8 @@ class CoreService:
             cache = self.sessions.take(p.uri, self.sampler.new_cache)
         r = _Running(job=job, state=None, cache=cache, t0=time.perf_counter())
         try:
-            r.state = self.sampler.begin(p.prefix, p.suffix, mode=p.mode, cache=cache, cfg=self._cfg(p))
+            r.state = self.sampler.begin(p.prefix, p.suffix, mode=p.mode, cache=cache, cfg=self._cfg(p),
+                                         language=p.language)
         except (DllmError, ValueError) as e:
             self._close(r, error=RpcError(INVALID_PARAMS, f"complete: {e}"))
             return None
@@ -400,7 +403,7 @@ class CoreService:
         import torch
 
         from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-        from .sampler import Sampler
+        from .sampler import Sampler, SamplerConfig
 
         torch.set_num_threads(self.threads or default_threads())
         try:
@@ -410,7 +413,7 @@ class CoreService:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             t0 = time.perf_counter()
             model, tok = load_checkpoint(path, device=device)
-            self.sampler = Sampler(model, tok)
+            self.sampler = Sampler(model, tok, SamplerConfig.for_server())
             self._set(state="ready", model=str(path), device=device, message="", fix="")
             log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
         except CheckpointError as e:
@@ -503,7 +506,7 @@ class CoreService:
                 cache = self.sessions.take(p.uri, self.sampler.new_cache)
             try:
                 out = self.sampler.complete(p.prefix, p.suffix, mode=p.mode, cache=cache, cfg=cfg,
-                                            should_stop=should_stop)
+                                            should_stop=should_stop, language=p.language)
             except BaseException:
                 if cache.length != len(cache.tokens):  # never keep a cache left inconsistent
                     with self._cond:

@@ -56,6 +56,7 @@ class CompletionRequest:
     max_tokens: int = 64
     block_size: int | None = None  # None: the core's default
     threshold: float | None = None  # None: the core's default
+    language: str = "python"  # the LSP languageId ("" when unknown); the core's syntax guard is Python-only
 
     def __post_init__(self):
         if self.mode not in MODES:

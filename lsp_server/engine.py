@@ -242,7 +242,8 @@ class CompletionEngine:
                 self.telemetry.superseded += 1
                 return None
             req = CompletionRequest(id=next(self._ids), uri=q.uri, prefix=prefix, suffix=suffix, mode=v.mode,
-                                    max_tokens=s.max_tokens, block_size=v.block_size, threshold=v.threshold)
+                                    max_tokens=s.max_tokens, block_size=v.block_size, threshold=v.threshold,
+                                    language=lang)
             gate = self._in_core[q.uri] = asyncio.Event()
             slot.core_id = req.id
             try:

@@ -67,7 +67,7 @@ class InProcessCore:
             torch.set_num_threads(threads or default_threads())
 
             from ..diffusion_core.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-            from ..diffusion_core.sampler import Sampler
+            from ..diffusion_core.sampler import Sampler, SamplerConfig
 
             try:
                 path = resolve_checkpoint(checkpoint)
@@ -79,7 +79,7 @@ class InProcessCore:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             t0 = time.perf_counter()
             model, tok = load_checkpoint(path, device=device)
-            self._sampler = Sampler(model, tok)
+            self._sampler = Sampler(model, tok, SamplerConfig.for_server())
             self._set(state="ready", model=str(path), device=device, message="")
             log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
         except DllmError as e:
@@ -230,7 +230,7 @@ class InProcessCore:
                 block_size=req.block_size if req.block_size is not None else cfg.block_size,
                 threshold=req.threshold if req.threshold is not None else cfg.threshold)
             out = self._sampler.complete(req.prefix, req.suffix, mode=req.mode, cache=self._cache(req.uri),
-                                         cfg=cfg, should_stop=should_stop)
+                                         cfg=cfg, should_stop=should_stop, language=req.language)
         except SamplerCancelled:
             with self._lock:
                 self._health.cancelled_running += 1

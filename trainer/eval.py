@@ -45,6 +45,8 @@ class InfillConfig:
     rule: str = "threshold"
     threshold: float = 0.9
     factor: float = 1.0
+    syntax_guard: bool = False  # SamplerConfig.syntax_guard: remask a commit that opens a syntax error
+    syntax_guard_alternatives: int = 0  # SamplerConfig.syntax_guard_alternatives
 
     def __post_init__(self):
         if self.max_tokens == 0:
@@ -64,6 +66,7 @@ class TaskResult:
     tokens: int = 0
     ms: float = 0.0
     error: str = ""  # the last line of the program's output when it failed
+    syntax_valid: bool = True  # prefix + completion + suffix parses (`ast.parse`)
 
 
 @dataclass
@@ -77,6 +80,8 @@ class EvalReport:
     n_passed: int = 0
     pass_at_1: float = 0.0
     exact_match: float = 0.0
+    syntax_valid_rate: float = 0.0  # completions whose insertion leaves the file parseable (ast)
+    steps_per_token: float = 0.0
     mean_steps: float = 0.0
     mean_tokens: float = 0.0
     tokens_per_step: float = 0.0
@@ -92,6 +97,8 @@ class EvalReport:
         self.n_passed = sum(t.passed for t in r)
         self.pass_at_1 = self.n_passed / n
         self.exact_match = sum(t.exact for t in r) / n
+        self.syntax_valid_rate = sum(t.syntax_valid for t in r) / n
+        self.steps_per_token = sum(t.steps for t in r) / max(1, sum(t.tokens for t in r))
         self.mean_steps = sum(t.steps for t in r) / n
         self.mean_tokens = sum(t.tokens for t in r) / n
         self.tokens_per_step = sum(t.tokens for t in r) / max(1, sum(t.steps for t in r))
@@ -101,7 +108,7 @@ class EvalReport:
 
     def summary(self) -> str:
         return (f"{self.benchmark} {self.model} pass@1 = {self.pass_at_1:.4f} ({self.n_passed}/{self.n_tasks}), "
-                f"exact {self.exact_match:.3f}; per task {self.mean_steps:.1f} steps, {self.mean_tokens:.1f} tokens "
+                f"exact {self.exact_match:.3f}, syntax-valid {self.syntax_valid_rate:.3f}; per task {self.mean_steps:.1f} steps, {self.mean_tokens:.1f} tokens "
                 f"({self.tokens_per_step:.2f}/step), {self.mean_ms:.1f} ms mean, {self.p50_ms:.1f} ms p50; "
                 f"{self.seconds:.1f} s in all on {self.device}")
 
@@ -131,13 +138,29 @@ def sampler_complete(sampler, cfg: InfillConfig) -> CompleteFn:
     from ..diffusion_core.sampler import SamplerConfig
 
     scfg = SamplerConfig(block_size=cfg.block_size, max_tokens=cfg.max_tokens, rule=cfg.rule,
-                         threshold=cfg.threshold, factor=cfg.factor)
+                         threshold=cfg.threshold, factor=cfg.factor, syntax_guard=cfg.syntax_guard,
+                         syntax_guard_alternatives=cfg.syntax_guard_alternatives)
 
     def complete(task: InfillTask):
         c = sampler.complete(task.prefix, task.suffix, mode=cfg.mode, cfg=scfg)
         return c.text, c.stop, c.trace.steps, c.trace.tokens, c.trace.ms
 
     return complete
+
+
+def syntax_valid(task: InfillTask, completion: str) -> bool:
+    """Whether the file with the completion inserted (the program without its tests) parses."""
+    import ast
+    import warnings
+
+    body = completion.replace("\r\n", "\n").rstrip()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ast.parse(task.prefix + body + "\n" + task.suffix)
+            return True
+        except (SyntaxError, ValueError):
+            return False
 
 
 def _last_line(output: str) -> str:
@@ -166,7 +189,7 @@ def run_infill(tasks: list[InfillTask], complete: CompleteFn, report: EvalReport
             report.tasks.append(TaskResult(
                 task_id=task.task_id, passed=r.passed, status=r.status, completion=text,
                 target=task.target, exact=text.rstrip() == task.target.rstrip(), stop=stop,
-                steps=steps, tokens=tokens, ms=round(ms, 2),
+                steps=steps, tokens=tokens, ms=round(ms, 2), syntax_valid=syntax_valid(task, text),
                 error="" if r.passed else ("timeout" if r.status == "timeout" else _last_line(r.output))))
     if bar is not None:
         bar.close()

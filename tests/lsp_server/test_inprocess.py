@@ -44,7 +44,7 @@ def test_should_stop_hook_stops_between_steps_and_leaves_the_cache_valid(tiny_mo
 def test_requests_and_results_map_to_msgpack_params():
     r = req(7, mode="block", block_size=8)
     params = r.to_params()
-    assert set(params) == {"id", "uri", "prefix", "suffix", "mode", "max_tokens", "block_size", "threshold"}
+    assert set(params) == {"id", "uri", "prefix", "suffix", "mode", "max_tokens", "block_size", "threshold", "language"}
     assert CompletionRequest.from_params({**params, "future_field": 1}) == r
     res = CompletionResult(id=7, text="x", stop="eos", steps=2)
     assert CompletionResult.from_params(res.to_params()) == res

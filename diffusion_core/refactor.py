@@ -179,9 +179,10 @@ def refactor(repairer: Repairer, code: str, *, since: str | None = None, languag
         blocks = python_blocks(code)
     since = since.replace("\r\n", "\n") if since is not None else None
     trusted = changed_region(since, code) if since is not None else None
-    if trusted is not None and PROPAGATE_INSERT not in repairer.cfg.length_deltas:
-        repairer = copy.copy(repairer)  # the same model, a wider search
-        repairer.cfg = replace(repairer.cfg, length_deltas=repairer.cfg.length_deltas + (PROPAGATE_INSERT,))
+    if trusted is not None and (PROPAGATE_INSERT not in repairer.cfg.length_deltas or not repairer.cfg.remask):
+        repairer = copy.copy(repairer)  # the same model, a wider search: remasked spans that may grow
+        repairer.cfg = replace(repairer.cfg, remask=True, length_deltas=tuple(
+            sorted(set(repairer.cfg.length_deltas) | {PROPAGATE_INSERT})))
     current, shift = code, 0  # shift: len(current) - len(code) from the blocks done so far
     edits: list[RefactorEdit] = []
     report: list[dict] = []

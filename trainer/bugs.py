@@ -410,10 +410,28 @@ def bug_cases(functions: Iterable[HeldOutFunction], *, seed: int = 0, per_catego
     return out
 
 
+SPLITS = ("all", "test", "tune")
+
+
+def in_split(f: HeldOutFunction, split: str, index: int) -> bool:
+    """Q3's two disjoint halves of the held-out functions: "test" the even-numbered HumanEval
+    problems (HumanEval/0, /2, ...; corpus functions: even positions), "tune" the odd ones, on which
+    the repair's thresholds are calibrated; "all" both."""
+    if split == "all":
+        return True
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    n = int(f.fid.rsplit("/", 1)[1]) if f.source == "humaneval" else index
+    return (n % 2 == 0) == (split == "test")
+
+
 def q3_cases(*, seed: int = 0, val_jsonl=None, corpus_functions_max: int = 200, per_category: int = 1,
-             humaneval: bool = True) -> tuple[list[BugCase], list[BugCase]]:
-    """(bug cases, false-alarm cases): HumanEval functions and, given `val_jsonl`, corpus functions."""
+             humaneval: bool = True, split: str = "all") -> tuple[list[BugCase], list[BugCase]]:
+    """(bug cases, false-alarm cases): HumanEval functions and, given `val_jsonl`, corpus functions;
+    `split` keeps one half (`in_split`)."""
     fns = humaneval_functions() if humaneval else []
+    fns = [f for i, f in enumerate(fns) if in_split(f, split, i)]
     if val_jsonl is not None:
-        fns += corpus_functions(val_jsonl, max_functions=corpus_functions_max, seed=seed)
+        cf = corpus_functions(val_jsonl, max_functions=corpus_functions_max, seed=seed)
+        fns += [f for i, f in enumerate(cf) if in_split(f, split, i)]
     return bug_cases(fns, seed=seed, per_category=per_category), [correct_case(f) for f in fns]

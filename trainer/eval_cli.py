@@ -68,19 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     q2.add_argument("--seed", type=int, default=0, help="seed of the subset")
     q3 = sub.add_parser("q3", help="repair: fix rate on seeded bugs, false-alarm rate on correct functions")
     _common(q3)
-    q3.add_argument("--limit", type=int, metavar="N",
-                    help="a seeded sample of N bug cases (round robin over categories) + N//4 correct functions")
-    q3.add_argument("--val", metavar="JSONL", help="also inject bugs into functions of this corpus validation split")
-    q3.add_argument("--corpus-functions", type=int, default=200, metavar="N", help="functions taken from --val")
-    q3.add_argument("--seed", type=int, default=0, help="seed of the injector")
-    q3.add_argument("--per-category", type=int, default=1, metavar="K", help="bugs per category per function")
-    q3.add_argument("--suspect-prob", type=float, default=0.05, help="RepairConfig.suspect_prob")
-    q3.add_argument("--margin", type=float, default=0.05, help="RepairConfig.margin")
-    q3.add_argument("--max-rounds", type=int, default=3, help="RepairConfig.max_rounds")
-    q3.add_argument("--workers", type=int, default=0, help="test programs at once")
-    q3.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: half the CPUs on CPU)")
-    q3.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-program time limit")
-    q3.add_argument("--oracle", action="store_true", help="answer with the original function (harness check: 1.0)")
+    from .eval_q3 import add_arguments as _q3_arguments
+
+    _q3_arguments(q3)
     loss = sub.add_parser("loss", help="validation loss (diffusion: masked CE / ELBO; AR: next-token CE)")
     _common(loss)
     loss.add_argument("--data", required=True, metavar="JSONL", help="corpus split, e.g. val.jsonl")
@@ -226,11 +216,11 @@ def _run_q3(args, ev) -> int:
     if args.oracle and args.record:
         raise DllmError("--record with --oracle would store the harness check as a model's figure; drop one")
     bugs, correct = q3_cases(seed=args.seed, val_jsonl=args.val, corpus_functions_max=args.corpus_functions,
-                             per_category=args.per_category)
+                             per_category=args.per_category, split=args.split)
     cases = q3.select(bugs, correct, args.limit, seed=args.seed)
     n_bugs = sum(c.category != "correct" for c in cases)
     print(f"Q3: {n_bugs} bug cases (of {len(bugs)}), {len(cases) - n_bugs} correct functions "
-          f"(seed {args.seed}{', with ' + args.val if args.val else ''})", file=sys.stderr)
+          f"(seed {args.seed}, split {args.split}{', with ' + args.val if args.val else ''})", file=sys.stderr)
     if not n_bugs:
         raise DllmError("no bug cases to evaluate (--limit 0?)")
     sandbox = SandboxConfig(timeout_s=args.timeout, workers=args.workers)
@@ -238,20 +228,21 @@ def _run_q3(args, ev) -> int:
     if args.oracle:
         device, ckpt, model_kind, kind, repair = "cpu", "-", "oracle", "oracle", q3.oracle_repair
     else:
-        from ..diffusion_core.repair import RepairConfig, Repairer
+        from ..diffusion_core.repair import Repairer
 
         device = _device(args.device)
         sandbox.workers = _share_cpus(args, device)
         ckpt, model, tok = _load(args, device)
         model_kind = "ar" if model.cfg.causal else "diffusion"
         kind = q3.kind_of(ckpt, model.cfg.causal)
-        rcfg = RepairConfig(suspect_prob=args.suspect_prob, margin=args.margin, max_rounds=args.max_rounds)
+        rcfg = q3.repair_config(args)
         repair = q3.repairer_repair(Repairer(model, tok, rcfg))
         try:
             repair(cases[0])  # warm-up: allocations and kernels outside the timings
         except DllmError:
             pass  # (a function too long for the model: run_q3 counts it as not fixed)
-    settings = {"seed": args.seed, "limit": args.limit, "val": args.val, "per_category": args.per_category,
+    settings = {"seed": args.seed, "split": args.split, "limit": args.limit, "val": args.val,
+                "per_category": args.per_category,
                 "timeout_s": args.timeout, "workers": sandbox.workers, "threads": getattr(args, "threads", 0),
                 "repair": None if rcfg is None else {k: v for k, v in vars(rcfg).items() if k != "window"}}
     report = q3.Q3Report(checkpoint=str(ckpt), model=model_kind, kind=kind, device=ev.describe_machine(device),

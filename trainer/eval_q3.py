@@ -105,6 +105,47 @@ class Q3Report:
                 "ar": ("Q3.ar_fix_rate", "Q3.ar_false_alarm_rate")}[self.kind]
 
 
+def add_arguments(q3) -> None:
+    """The options of `dllm-ls eval q3` beyond the common ones (defaults: `RepairConfig`'s)."""
+    from ..diffusion_core.repair import RepairConfig
+    from .bugs import SPLITS
+
+    d = RepairConfig()
+    q3.add_argument("--limit", type=int, metavar="N",
+                    help="a seeded sample of N bug cases (round robin over categories) + N//4 correct functions "
+                         "(default: every case of the split, and every correct function)")
+    q3.add_argument("--split", choices=SPLITS, default="all",
+                    help="held-out functions: test = even-numbered HumanEval problems, tune = odd ones (where the "
+                         "repair thresholds were calibrated), all = both")
+    q3.add_argument("--val", metavar="JSONL", help="also inject bugs into functions of this corpus validation split")
+    q3.add_argument("--corpus-functions", type=int, default=200, metavar="N", help="functions taken from --val")
+    q3.add_argument("--seed", type=int, default=0, help="seed of the injector")
+    q3.add_argument("--per-category", type=int, default=1, metavar="K", help="bugs per category per function")
+    q3.add_argument("--suspect-prob", type=float, default=d.suspect_prob, help="RepairConfig.suspect_prob")
+    q3.add_argument("--margin", type=float, default=d.margin, help="RepairConfig.margin (nats)")
+    q3.add_argument("--length-cost", type=float, default=d.length_cost, help="RepairConfig.length_cost (nats/token)")
+    q3.add_argument("--score", choices=("sum", "mean"), default=d.score, help="RepairConfig.score")
+    q3.add_argument("--max-rounds", type=int, default=d.max_rounds, help="RepairConfig.max_rounds")
+    q3.add_argument("--max-spans", type=int, default=d.max_spans, help="RepairConfig.max_spans (suspects per round)")
+    q3.add_argument("--alternatives", type=int, default=d.alternatives, help="RepairConfig.alternatives")
+    q3.add_argument("--masked-alternatives", type=int, default=d.masked_alternatives,
+                    help="RepairConfig.masked_alternatives")
+    q3.add_argument("--remask", action="store_true", help="RepairConfig.remask: also remask-and-denoise candidates")
+    q3.add_argument("--workers", type=int, default=0, help="test programs at once")
+    q3.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: half the CPUs on CPU)")
+    q3.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-program time limit")
+    q3.add_argument("--oracle", action="store_true", help="answer with the original function (harness check: 1.0)")
+
+
+def repair_config(args):
+    from ..diffusion_core.repair import RepairConfig
+
+    return RepairConfig(suspect_prob=args.suspect_prob, margin=args.margin, length_cost=args.length_cost,
+                        score=args.score, max_rounds=args.max_rounds, max_spans=args.max_spans,
+                        alternatives=args.alternatives, masked_alternatives=args.masked_alternatives,
+                        remask=args.remask)
+
+
 def _latency(ms: list[float]) -> dict:
     if not ms:
         return {"median": 0.0, "p95": 0.0, "mean": 0.0, "n": 0}

@@ -258,9 +258,8 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache, i, n, keep if i == last else None)
         cache.advance(n)
-        if take is not None:
-            x = x[:, take]
-        return F.linear(self.norm(x), self.tok_emb.weight).float()  # tied head
+        logits = F.linear(self.norm(x), self.tok_emb.weight).float()  # tied head over the kept rows
+        return logits if take is None else logits[:, take]
 
 
     @torch.no_grad()
@@ -334,25 +333,29 @@ class Transformer(nn.Module):
         return self(clean, positions, mask=mask, cache=cache, n_append=n)[:, -1]
 
 
-MIN_ROWS = 4  # a product over 1-3 rows takes another BLAS path (x86 CPU) that rounds differently
+ROW_QUANTUM = 4  # rows are computed in multiples of 4: other counts may round differently (x86 CPU BLAS)
 
 
 def _keep(rows: torch.Tensor | None, n: int, b: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`Transformer.step`'s last-layer positions (ascending indices into [clean n ; block b]) and
-    where the wanted block rows are among them (None: all of them). Every matmul and attention
-    output row is the same number whatever the other rows are, as long as there are at least
-    MIN_ROWS of them (measured on the CPU: 4-632 rows of every weight of the model and of SDPA
-    equal a larger product bitwise, 1-3 rows do not), so fewer rows are padded with other
-    positions (block ones first, then the last clean ones) up to MIN_ROWS, or all n + b."""
+    where the wanted block rows are among them (None: all of them).
+
+    A row of a matmul or of SDPA's output is the same number whatever the other rows are when
+    there are a multiple of ROW_QUANTUM rows (measured on this x86 CPU, MKL/oneDNN, every weight
+    shape of the model: with 1 thread any 4+ rows equal a larger product bitwise and 1-3 rows
+    do not; with 2 threads 5-7 and 9-11 rows do not either). So the wanted rows are padded with
+    other positions (block ones first, then the last clean ones) up to a multiple of 4, or to all
+    n + b positions (what `step` computed before `rows` existed)."""
     want = torch.arange(b, device=device) if rows is None else rows.to(device)
     T = n + b
-    if len(want) >= MIN_ROWS or len(want) == T:
+    target = min(T, -(-len(want) // ROW_QUANTUM) * ROW_QUANTUM)
+    if len(want) == target:
         return want + n, None
     m = torch.zeros(T, dtype=torch.bool, device=device)
     m[want + n] = True
     order = torch.cat([torch.arange(n, T, device=device), torch.arange(n - 1, -1, -1, device=device)])
     free = order[~m[order]]
-    m[free[: MIN_ROWS - len(want)]] = True
+    m[free[: target - len(want)]] = True
     keep = m.nonzero().squeeze(1)
     return keep, torch.searchsorted(keep, want + n)
 

@@ -1,6 +1,6 @@
 """`dllm-ls bench`: benchmarks through the language server, spoken to over stdio like an editor.
 
-    dllm-ls bench s2 --checkpoint DIR --limit 50 --json docs/results.json
+    dllm-ls bench s2 --checkpoint DIR --limit 50 [--docs files|q1] --json docs/results.json
     dllm-ls bench q1parse --checkpoint DIR --limit 200 --json docs/results.json
     dllm-ls bench s3 --checkpoint DIR --editors 1,8,32 --seconds 15 --json PATH   (bench_s3.py)
     dllm-ls bench refactor --checkpoint DIR --limit 50 --json PATH                (bench_refactor.py)
@@ -8,12 +8,26 @@
     dllm-ls bench speed --checkpoint DIR --ar-checkpoint AR_DIR --limit 100 --json PATH   (trainer/bench_speed.py, S1)
 
 S2 (latency as an editor sees it, measured at the client from sending the request to reading the
-answer; documents are HumanEval Q1 prompts, the cursor on the held-out line):
+answer). Two document sets:
+- `--docs files` (default; the `S2.*` figures): editor-realistic documents, whole Python files that
+  the shipped model never trained on (its corpus' validation split: HELD_OUT_STDLIB, read from the
+  local stdlib). The cursor is at a seeded statement line inside a function body in the middle
+  half of the file (`cursor_lines`), after the line's indentation (an editor indents a new line
+  itself), the rest of the line removed. The server's window and the core's prompt budget (the
+  1024-token context less max_tokens) fill up here, so the prefill is a large part of a request.
+- `--docs q1` (`S2.*_q1docs`): HumanEval Q1 prompts (~150-300 tokens), the held-out line left
+  empty and the cursor at its start.
+For each document:
 - cold:      the first request in a newly opened document (no KV cache for it; the server has
              answered one unrelated request before, so one-time initialisation is not counted);
 - warm:      the same request again: the prompt's KV is cached, the model only decodes;
-- keystroke: one character typed at the cursor, then a request: the prompt's KV is reused up
-             to the new character.
+- keystroke: one character (a space) typed at the cursor, then a request: the prompt's KV is
+             reused up to the new character. The bench checks it was (the core's trace,
+             `reused_tokens`, read from `dllm.telemetry` after each request, untimed) and fails
+             otherwise.
+keystroke/cold is reported as the ratio of the medians (`keystroke_over_cold`) and as the median
+of the per-document ratios. The details printed with the figures: prompt tokens, the reused
+fraction, steps, the core's compute time and the server's overhead (client time less the core's).
 The suggestion cache is off and the debounce is 0, so every request reaches the model and the
 figures are the machine's; an editor adds the debounce (adaptive, see debounce.py). Start-up
 (process start to the `ready` status, the model load included) is reported apart.
@@ -61,7 +75,11 @@ def add_arguments(p: argparse.ArgumentParser):
         b = sub.add_parser(name, help=help_, description=help_)
         add_model_arguments(b)
         b.add_argument("--limit", type=int, default=50 if name == "s2" else 200,
-                       help="tasks (a seeded sample of the 1033 Q1 tasks; 0 = all)")
+                       help="tasks (a seeded sample of the 1033 Q1 tasks or of the file cursors; 0 = all)")
+        if name == "s2":
+            b.add_argument("--docs", choices=("files", "q1"), default="files",
+                           help="files: whole held-out stdlib files, the cursor in a function body (the "
+                                "S2.* figures); q1: HumanEval Q1 prompts (S2.*_q1docs)")
         b.add_argument("--seed", type=int, default=0)
         b.add_argument("--max-tokens", type=int, default=64)
         b.add_argument("--json", metavar="PATH", help="merge the figures into this JSON file (docs/results.json)")
@@ -95,6 +113,94 @@ def q1_tasks(limit: int, seed: int) -> list[dict]:
     if limit and limit < len(tasks):
         tasks = random.Random(seed).sample(tasks, limit)
     return tasks
+
+
+# The shipped model's validation split (never trained on) holds these stdlib packages/modules
+# (trainer/corpus.py splits by package); their local Python files are S2's editor-realistic documents.
+HELD_OUT_STDLIB = (
+    "json", "datetime", "decimal", "functools", "pathlib", "optparse", "traceback", "shlex", "cmd", "copy",
+    "fnmatch", "sched", "struct", "warnings", "weakref", "dis", "netrc", "poplib", "pyclbr", "quopri", "secrets",
+    "sunau", "modulefinder", "wsgiref", "xmlrpc", "curses", "_compression", "_py_abc", "_threading_local",
+    "_weakrefset", "copyreg", "zipimport", "sre_parse", "os", "crypt", "pipes", "sndhdr", "cgi")
+
+
+def held_out_files(root: str | None = None) -> list[Path]:
+    """The local stdlib files of HELD_OUT_STDLIB (a package: its .py files, sorted; no `test`)."""
+    import sysconfig
+
+    base = Path(root or sysconfig.get_paths()["stdlib"])
+    files = []
+    for name in HELD_OUT_STDLIB:
+        if (base / f"{name}.py").is_file():
+            files.append(base / f"{name}.py")
+        elif (base / name).is_dir():
+            files += sorted(f for f in (base / name).rglob("*.py") if "test" not in f.relative_to(base).parts)
+    return files
+
+
+def cursor_lines(source: str) -> list[int]:
+    """0-based lines where S2 may put the cursor in a real file: the first line of a statement
+    inside a function body (the statement starts the line; docstrings excluded), in the middle
+    half of the file (lines 25%-75%), so there is context on both sides."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    lines = source.split("\n")
+    lo, hi = len(lines) // 4, (3 * len(lines)) // 4
+    out = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if node is fn or not isinstance(node, ast.stmt):
+                continue
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                continue  # a docstring or a bare string: prose, not code
+            i = node.lineno - 1
+            line = lines[i]
+            if lo <= i < hi and len(line) - len(line.lstrip(" ")) == node.col_offset and line.strip():
+                out.add(i)
+    return sorted(out)
+
+
+def file_tasks(limit: int, seed: int, root: str | None = None) -> list[dict]:
+    """S2's editor-realistic documents: whole held-out stdlib files (see HELD_OUT_STDLIB), the
+    cursor at a seeded `cursor_lines` line after its indentation (an editor indents a new line
+    itself), the rest of that line removed. Files are visited in a seeded order, one line from
+    each in turn, so a sample spreads over the files; limit 0 = every candidate line.
+    Each task: id, prefix (up to the cursor, the indentation included), suffix (from the end of
+    the held-out line: starts with its newline), target (the line's text after the indentation)."""
+    rng = random.Random(seed)
+    pools = []
+    for f in held_out_files(root):
+        src = f.read_text(encoding="utf-8")
+        cands = cursor_lines(src)
+        if cands:
+            pools.append((f, src.split("\n"), cands))
+    rng.shuffle(pools)
+    tasks = []
+    while any(c for _, _, c in pools) and (not limit or len(tasks) < limit):
+        for f, lines, cands in pools:
+            if not cands or (limit and len(tasks) >= limit):
+                continue
+            i = cands.pop(rng.randrange(len(cands)))
+            line = lines[i]
+            indent = line[: len(line) - len(line.lstrip(" "))]
+            name = f"{f.parent.name}/{f.name}" if f.parent.name in HELD_OUT_STDLIB else f.name
+            tasks.append({"id": f"{name}:L{i + 1}", "prefix": "\n".join(lines[:i]) + "\n" + indent,
+                          "suffix": "\n" + "\n".join(lines[i + 1:]), "target": line[len(indent):]})
+    return tasks
+
+
+def s2_document(t: dict, docs: str) -> tuple[str, int, int]:
+    """(text, line, character) of an S2 document: a Q1 task's held-out line is left empty (the
+    cursor at its start); a file task's keeps its indentation (the cursor after it)."""
+    if docs == "q1":
+        return t["prefix"] + "\n" + t["suffix"], t["prefix"].count("\n"), 0
+    return t["prefix"] + t["suffix"], t["prefix"].count("\n"), len(t["prefix"]) - t["prefix"].rfind("\n") - 1
 
 
 def parses(source: str) -> bool:
@@ -203,35 +309,59 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def bench_s2(args) -> dict:
-    tasks = q1_tasks(args.limit, args.seed)
+    docs = getattr(args, "docs", "q1")
+    tasks = file_tasks(args.limit, args.seed) if docs == "files" else q1_tasks(args.limit, args.seed)
     ed = Editor(args, {"debounceMs": 0, "suggestionCache": False, "maxTokens": args.max_tokens})
     startup_s = await ed.start()
     try:
         ed.open("file:///bench/warmup.py", "def f(x):\n    return \n")
         await ed.complete("file:///bench/warmup.py", 1, 11)
-        cold, warm, key = [], [], []
+        ms = {"cold": [], "warm": [], "keystroke": []}
+        core = {k: [] for k in ms}  # the core's trace of each request (read after it, untimed)
         for i, t in enumerate(tasks):
             uri = f"file:///bench/s2_{i}.py"
-            ed.open(uri, t["prefix"] + "\n" + t["suffix"])
-            line = t["prefix"].count("\n")
-            cold.append((await ed.complete(uri, line, 0))[0])
-            warm.append((await ed.complete(uri, line, 0))[0])
-            ed.type(uri, 2, line, 0, " ")
-            key.append((await ed.complete(uri, line, 1))[0])
+            text, line, col = s2_document(t, docs)
+            ed.open(uri, text)
+            for kind in ("cold", "warm", "keystroke"):
+                if kind == "keystroke":  # one character typed at the cursor (a space, as for either set)
+                    ed.type(uri, 2, line, col, " ")
+                    col += 1
+                ms[kind].append((await ed.complete(uri, line, col))[0])
+                core[kind].append((await ed.telemetry())["telemetry"]["last_core"])
             ed.close(uri)
             if (i + 1) % 10 == 0:
                 print(f"s2: {i + 1}/{len(tasks)}", file=sys.stderr)
         info = await ed.telemetry()
     finally:
         await ed.stop()
+    # the keystroke's request must have reused the prompt's KV (cold ones start empty)
+    reuse = [c["reused_tokens"] / c["prompt_tokens"] for c in core["keystroke"] if c.get("prompt_tokens")]
+    if len(reuse) < len(tasks) or min(reuse) <= 0 or any(c["reused_tokens"] for c in core["cold"]):
+        raise BenchError("S2: the keystroke requests did not reuse their document's prompt KV "
+                         f"(reused fractions {reuse[:10]}...); the core's session cache is broken")
     dev = "gpu" if info["core"]["device"].startswith("cuda") else "cpu"
-    figures = {f"S2.{dev}_startup_s": (round(startup_s, 2), "s")}
-    for name, xs in (("cold", cold), ("warm", warm), ("keystroke", key)):
-        figures[f"S2.{dev}_{name}_p50_ms"] = (round(percentile(xs, 50), 1), "ms")
-        figures[f"S2.{dev}_{name}_p95_ms"] = (round(percentile(xs, 95), 1), "ms")
+    tag = "" if docs == "files" else "_q1docs"
+    figures = {f"S2.{dev}_startup_s{tag}": (round(startup_s, 2), "s")}
+    for name, xs in ms.items():
+        figures[f"S2.{dev}_{name}_p50_ms{tag}"] = (round(percentile(xs, 50), 1), "ms")
+        figures[f"S2.{dev}_{name}_p95_ms{tag}"] = (round(percentile(xs, 95), 1), "ms")
+    cold, key = ms["cold"], ms["keystroke"]
     c50 = percentile(cold, 50)
-    figures[f"S2.{dev}_keystroke_over_cold"] = (round(percentile(key, 50) / c50, 3) if c50 else 0.0, "ratio")
-    return {"figures": figures, "tasks": len(tasks), "model": info["core"]["model"], "device": info["core"]["device"]}
+    figures[f"S2.{dev}_keystroke_over_cold{tag}"] = (round(percentile(key, 50) / c50, 3) if c50 else 0.0, "ratio")
+    figures[f"S2.{dev}_keystroke_over_cold_median_per_doc{tag}"] = (
+        round(percentile([k / c for k, c in zip(key, cold) if c], 50), 3), "ratio")
+    details = {
+        "prompt_tokens_p50": percentile([c["prompt_tokens"] for c in core["cold"]], 50),
+        "keystroke_reused_fraction_p50": round(percentile(reuse, 50), 3),
+        "keystroke_reused_fraction_min": round(min(reuse), 3),
+        "steps_p50": {k: percentile([c["steps"] for c in v], 50) for k, v in core.items()},
+        "core_compute_p50_ms": {k: round(percentile([c["compute_ms"] for c in v], 50), 1) for k, v in core.items()},
+        # what the client saw beyond the core's sampling: LSP/JSON, tree-sitter, post-processing
+        "server_overhead_p50_ms": {k: round(percentile([m - c["compute_ms"] - c["queue_ms"] for m, c in zip(ms[k], v)], 50), 1)
+                                   for k, v in core.items()},
+    }
+    return {"figures": figures, "tasks": len(tasks), "docs": docs, "details": details,
+            "model": info["core"]["model"], "device": info["core"]["device"]}
 
 
 async def bench_q1parse(args) -> dict:
@@ -322,6 +452,8 @@ def run(args) -> int:
     print(f"{args.bench}: {out['tasks']} tasks, model {out['model']} on {out['device']}")
     for name, (value, unit) in out["figures"].items():
         print(f"  {name:36s} {value:>10} {unit}")
+    for name, value in out.get("details", {}).items():
+        print(f"  {name:36s} {value}")
     if args.json:
         command = "dllm-ls bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [args.bench])
         write_results(args.json, out["figures"], describe_machine(out["device"]), command)

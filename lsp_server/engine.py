@@ -264,6 +264,8 @@ class CompletionEngine:
                     del self._in_core[q.uri]
                 gate.set()
             self.debounce.model_time(res.queue_ms + res.compute_ms)
+            self.telemetry.last_core = {k: getattr(res, k) for k in (
+                "steps", "tokens", "prompt_tokens", "reused_tokens", "queue_ms", "compute_ms")}
             text = postprocess(res.text, prefix=prefix, suffix=suffix, indent=indent,
                                line_comment=syntax.line_comment_for(lang))
             text = syntax.trim_to_parse(grammar, prefix, text, suffix)

@@ -32,6 +32,9 @@ class Telemetry:
     accepted: int = 0  # items the user accepted (the item's command ran)
     accepted_chars: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=500))  # computed answers
+    # the last core answer's trace: steps, tokens, prompt_tokens, reused_tokens (prompt KV taken
+    # from the document's cache), queue_ms, compute_ms (a benchmark reads it after each request)
+    last_core: dict = field(default_factory=dict)
 
     def snapshot(self) -> dict:
         lat = list(self.latencies_ms)
@@ -41,4 +44,5 @@ class Telemetry:
             "accepted": self.accepted, "accepted_chars": self.accepted_chars,
             "acceptance_rate": round(self.accepted / self.shown, 4) if self.shown else 0.0,
             "latency_p50_ms": round(percentile(lat, 50), 1), "latency_p95_ms": round(percentile(lat, 95), 1),
+            "last_core": dict(self.last_core),
         }

@@ -67,3 +67,40 @@ def test_clean_tokens_do_not_see_the_block(tiny_model):
     tiny_model.step(prompt, torch.randint(6, 500, (1, 8)), c2)
     torch.testing.assert_close(c1.k[:, :, :, :20], c2.k[:, :, :, :20], atol=0, rtol=0)
     torch.testing.assert_close(c1.v[:, :, :, :20], c2.v[:, :, :, :20], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("n_clean", [0, 3, 21])
+def test_step_rows_are_the_same_numbers(one_thread, n_clean):
+    """`step(rows=)` (the sampler's commit candidates: last layer and head over those rows only)
+    gives bitwise the logits of a full step at those rows, for every row count (1-3 rows are
+    padded to 4; issue 5's "same outputs"), on a model of the shipped one's widths."""
+    from dllm_ls.diffusion_core.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=8192, n_layer=2, n_head=6, dim=384, max_seq_len=1024)).eval()
+    g = torch.Generator().manual_seed(n_clean)
+    cache = KVCache.for_model(model)
+    model.step(torch.randint(6, 8000, (1, 300), generator=g), torch.zeros(1, 0, dtype=torch.long), cache)
+    clean = torch.randint(6, 8000, (1, n_clean), generator=g)
+    for b in (32, 5, 2):
+        block = torch.randint(6, 8000, (1, b), generator=g)
+        block[0, ::3] = 1
+        full = model.step(clean, block, cache)[0]
+        cache.truncate(300)
+        for rows in ([0], [1, 2], [0, 3, 4], [4, 1, 2, 3][1:], list(range(b)), list(range(1, b, 2)), list(range(0, b, 3))):
+            rows = torch.tensor(sorted({r for r in rows if r < b}), dtype=torch.long)
+            if len(rows) == 0:
+                continue
+            got = model.step(clean, block, cache, rows=rows)[0]
+            assert cache.length == 300 + n_clean
+            cache.truncate(300)
+            assert torch.equal(got, full[rows]), (b, rows.tolist())
+    # step_batch takes them too (its packed matmuls round differently: 1e-5, as for all batching)
+    other = KVCache.for_model(model)
+    block = torch.randint(6, 8000, (1, 16), generator=g)
+    want = model.step(clean, block, cache)[0]
+    cache.truncate(300)
+    rows = torch.tensor([2, 7, 11])
+    out = model.step_batch([(clean, block, cache), (clean, block, other)], rows=[rows, None])
+    torch.testing.assert_close(out[0][0], want[rows], atol=1e-5, rtol=0)
+    assert out[1].shape == (1, 16, 8192)

@@ -68,15 +68,50 @@ def test_confidence_measures():
     assert c[1].abs() < 1e-6 and 0 < c[0] < 1  # uniform = 0, peaked > 0
 
 
-def test_reused_cache_gives_the_cold_result(tiny_model, tokenizer):
+def long_document() -> tuple[str, str]:
+    """A whole held-out stdlib file (json/decoder.py, as S2's editor-realistic documents), cut
+    after the indentation of a statement line inside a function: the prompt window fills the
+    model's context."""
+    import sysconfig
+    from pathlib import Path
+
+    lines = (Path(sysconfig.get_paths()["stdlib"]) / "json" / "decoder.py").read_text().split("\n")
+    i = next(j for j, x in enumerate(lines) if x.strip().startswith("chunk = _m(s, end)"))
+    indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+    return "\n".join(lines[:i]) + "\n" + indent, "\n" + "\n".join(lines[i + 1:])
+
+
+@pytest.mark.parametrize("doc", ["short", "file"])
+def test_reused_cache_gives_the_cold_result(tiny_model, tokenizer, doc):
+    prefix, suffix = (PREFIX, SUFFIX) if doc == "short" else long_document()
     s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=8, max_tokens=16, threshold=0.3))
     cache = s.new_cache()
     warm = None
-    for typed in ["", "t", "to", "tot"]:  # keystrokes append to the prefix
-        warm = s.complete(PREFIX + typed, SUFFIX, mode="line", cache=cache)
-        cold = s.complete(PREFIX + typed, SUFFIX, mode="line")
-        assert warm.text == cold.text and warm.trace.per_step == cold.trace.per_step
-    assert warm.trace.reused_tokens > 0.8 * warm.trace.prompt_tokens
+    for mode in ("line", "block"):
+        for typed in ["", "t", "to", "tot"] if mode == "line" else ["", " "]:  # keystrokes append to the prefix
+            warm = s.complete(prefix + typed, suffix, mode=mode, cache=cache)
+            cold = s.complete(prefix + typed, suffix, mode=mode)
+            assert warm.text == cold.text and warm.trace.per_step == cold.trace.per_step
+            assert cold.trace.reused_tokens == 0
+            if typed:
+                assert warm.trace.reused_tokens > 0.8 * warm.trace.prompt_tokens
+    if doc == "file":  # windowed to the tiny model's 512-token context (the prefix window's start is anchored)
+        assert warm.trace.prompt_tokens > 200
+
+
+@pytest.mark.parametrize("mode", ["line", "block"])
+def test_candidate_rows_give_the_full_logits_answer(tiny_model, tokenizer, mode):
+    """The sampler asks the model for its commit candidates' logits only (`DecodeState.rows`);
+    a model without `step_rows` gets the whole block: same answer, step by step."""
+    prefix, suffix = long_document()
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=16, max_tokens=40, threshold=0.3))
+    fast = s.complete(prefix, suffix, mode=mode)
+    tiny_model.step_rows = False
+    try:
+        full = s.complete(prefix, suffix, mode=mode)
+    finally:
+        del tiny_model.step_rows
+    assert fast.text == full.text and fast.trace.per_step == full.trace.per_step and fast.stop == full.stop
 
 
 def test_special_tokens_other_than_eos_never_emitted(tiny_model, tokenizer):

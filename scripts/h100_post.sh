@@ -18,8 +18,8 @@ if [ ! -f /tmp/site/.ok ]; then
   touch /tmp/site/.ok
 fi
 export PYTHONPATH=/tmp/site
-SHIPPED=$(python3 -c "from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT as d; print(d)")
 cd /tmp  # not the checkout: its dllm_ls/ folder would shadow the installed package
+SHIPPED=$(python3 -c "from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT as d; print(d)")
 DLLM="python3 -m dllm_ls.cli"
 
 case "$1" in

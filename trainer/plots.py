@@ -111,7 +111,7 @@ def plot_runs(runs: dict[str, str | Path], png: str | Path, title: str = "valida
 def plot_post(path: str | Path, png: str | Path, title: str = "") -> Path:
     """Post-training (post.py): the speed-up of the inference decoder's rollouts against training
     step (steps per token at the first logged step over steps per token now, Seed's Figure 2a),
-    with the verified share; and the validation NELBO."""
+    with the rollouts' token accuracy against the data; and the validation NELBO."""
     plt = _plt()
     train, val = read_metrics(path)
     train = [r for r in train if "steps_per_token" in r]
@@ -123,10 +123,10 @@ def plot_post(path: str | Path, png: str | Path, title: str = "") -> Path:
         ax.plot(steps, _smooth([base / r["steps_per_token"] for r in train], k), label="speed-up (steps/token)")
         ax.set_ylabel("speed-up over the starting model")
         axb = ax.twinx()
-        axb.plot(steps, _smooth([r["verified"] for r in train], k), color="tab:green", alpha=0.6,
-                 label="verified share")
+        axb.plot(steps, _smooth([r["token_acc"] for r in train], k), color="tab:green", alpha=0.6,
+                 label="rollout token accuracy")
         axb.set_ylim(0, 1.05)
-        axb.set_ylabel("verified share")
+        axb.set_ylabel("token accuracy against the data")
         axb.legend(fontsize=8, loc="lower right")
     ax.set_xlabel("step")
     ax.legend(fontsize=8, loc="upper left")

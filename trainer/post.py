@@ -242,15 +242,25 @@ def verify_blocks(tok: Tokenizer, x0: np.ndarray, y: np.ndarray, bid: np.ndarray
 # --- the loop ---------------------------------------------------------------------------------------
 
 
+def on_track(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, nblk: int) -> torch.Tensor:
+    """(B, nblk): the last step k whose state is still on track, i.e. every token committed before
+    step k is the data's own (the step of the first wrong commit, capped at steps - 1)."""
+    wrong = gen & (r.y != x0)
+    first_wrong = per_block(torch.where(wrong, r.commit_step, r.steps.gather(1, bid)), bid, nblk, "amin")
+    return torch.minimum(first_wrong, r.steps - 1).clamp(min=0)
+
+
 def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, keep: torch.Tensor, *,
                mask_id: int, keep_weight: float, augment_max: float, draw, generator: torch.Generator,
                rng: np.random.Generator) -> dict:
-    """A training micro-batch of intermediate states of the rollout `r`: input [state ; x0],
-    target the rollout's output, masked positions weight 1, visible generated ones keep_weight,
+    """A training micro-batch of on-track states of the rollout `r`: for each block a step k
+    ~ U{0..on_track}, the state after k steps (every visible generated token is the data's own),
+    input [state ; x0], target x0: masked positions weight 1, visible generated ones keep_weight,
     augmented (replaced) ones weight 1; blocks with keep False weigh nothing."""
-    k = random_steps(r.steps, generator)
+    nblk = r.steps.shape[1]
+    k = random_steps(on_track(r, x0, gen, bid, nblk) + 1, generator)
     masked = state_at(r, gen, bid, k)
-    xt = torch.where(masked, torch.full_like(r.y, mask_id), r.y)
+    xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     corrupted = torch.zeros_like(masked)
     if augment_max > 0:
         alpha = torch.as_tensor(rng.uniform(0.0, augment_max, r.steps.shape), device=x0.device, dtype=torch.float32)
@@ -260,7 +270,7 @@ def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tenso
         if n:
             xt[corrupted] = torch.as_tensor(draw(rng, n), device=x0.device, dtype=xt.dtype)
     w = torch.where(masked | corrupted, 1.0, keep_weight) * gen * keep.gather(1, bid)
-    return {"idx": torch.cat([xt, x0], 1), "targets": r.y, "weight": w.float(), "masked": masked,
+    return {"idx": torch.cat([xt, x0], 1), "targets": x0, "weight": w.float(), "masked": masked,
             "corrupted": corrupted, "valid": gen & keep.gather(1, bid)}
 
 
@@ -382,8 +392,9 @@ def _post_train(cfg: PostConfig) -> dict:
             t0 = time.perf_counter()
             if cfg.stage == "onpolicy":
                 r = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=cfg.threshold)
-                keep = torch.from_numpy(verify_blocks(tok, x0_np, r.y.cpu().numpy(), bid.cpu().numpy(),
-                                                      r.tokens.cpu().numpy(), cfg.verify_context)).to(device)
+                ok = torch.from_numpy(verify_blocks(tok, x0_np, r.y.cpu().numpy(), bid.cpu().numpy(),
+                                                    r.tokens.cpu().numpy(), cfg.verify_context)).to(device)
+                keep = torch.ones_like(ok)  # every block has on-track states; syntax_ok is reported
                 greedy = r
             else:
                 t_blk = torch.rand(x0.shape[0], nblk, device=device, generator=gen_t).clamp_(min=1e-3)
@@ -406,16 +417,19 @@ def _post_train(cfg: PostConfig) -> dict:
                             commit_step=torch.stack([c.commit_step for c in cands]).gather(0, cp[None])[0],
                             steps=torch.stack([c.steps for c in cands]).gather(0, choice[None])[0],
                             tokens=cands[0].tokens)
-                greedy = cands[0]  # the first rule is the inference decoder: its figures are reported
+                greedy, ok = cands[0], oks[0]  # the first rule is the inference decoder: its figures are reported
                 add("chosen_greedy", float(((choice == 0) & keep).sum()) / max(1, int(keep.sum())))
             t_roll = time.perf_counter() - t0
             net.train()
             has = greedy.tokens > 0
+            right = per_block((gen & (greedy.y == x0)).long(), bid, nblk)
             add("steps_per_token", float(greedy.steps[has].sum()) / max(1, int(greedy.tokens[has].sum())))
-            add("verified", float(keep[has].float().mean()))
-            ok_blocks = keep & has
-            progress = (greedy.tokens[ok_blocks].float() / greedy.steps[ok_blocks].clamp(min=1)).mean()
-            add("reward", float(progress) if bool(ok_blocks.any()) else 0.0)
+            add("syntax_ok", float(ok[has].float().mean()))
+            add("token_acc", float(right[has].sum()) / max(1, int(greedy.tokens[has].sum())))
+            add("exact_blocks", float((right == greedy.tokens)[has].float().mean()))
+            add("on_track_share", float((on_track(greedy, x0, gen, bid, nblk) + 1)[has].sum())
+                / max(1, int(greedy.steps[has].sum())))
+            add("reward", float((right[has].float() / greedy.steps[has].clamp(min=1)).mean()))
             add("rollout_s", t_roll)
 
             for _ in range(cfg.updates_per_rollout):
@@ -457,7 +471,8 @@ def _post_train(cfg: PostConfig) -> dict:
             if state.step % cfg.log_every < cfg.updates_per_rollout or state.step >= total:
                 now = time.perf_counter()
                 state.train_seconds += now - t_log
-                per_roll = {"steps_per_token", "verified", "reward", "rollout_s", "chosen_greedy"}
+                per_roll = {"steps_per_token", "syntax_ok", "token_acc", "exact_blocks", "on_track_share", "reward",
+                            "rollout_s", "chosen_greedy"}
                 rec = {"step": state.step, "stage": cfg.stage, "tokens": state.tokens,
                        "time": round(state.train_seconds, 3),
                        **{k: round(v / (n_roll if k in per_roll else max(1, acc_n)), 5) for k, v in acc.items()}}
@@ -465,7 +480,7 @@ def _post_train(cfg: PostConfig) -> dict:
                 log.write(rec)
                 if bar is not None:
                     bar.set_postfix(spt=f"{rec['steps_per_token']:.3f}", reward=f"{rec['reward']:.2f}",
-                                    ok=f"{rec['verified']:.2f}", refresh=False)
+                                    acc=f"{rec['token_acc']:.2f}", refresh=False)
                 acc.clear()
                 acc_n, t_log = 0, time.perf_counter()
             if val_batches and dist.main and (state.step % cfg.eval_every < cfg.updates_per_rollout
@@ -518,11 +533,11 @@ def post_summary(out: Path, cfg: PostConfig, state: RunState, size: int, val: fl
     return {"stage": cfg.stage, "init": cfg.init, "steps": state.step, "train_seconds": round(state.train_seconds, 2),
             "steps_per_token_first": spt0, "steps_per_token_last": spt1,
             "rollout_speedup": (spt0 / spt1) if spt0 and spt1 else None,
-            "verified_first": first.get("verified"), "verified_last": last.get("verified"),
+            "token_acc_first": first.get("token_acc"), "token_acc_last": last.get("token_acc"),
             "val_loss_first": vals[0]["val_loss"] if vals else None, "val_loss_last": val,
             "export": str(out / "export"), "export_bytes": size, "seq_len": cfg.seq_len,
             "batch_size": cfg.batch_size, "block_size": cfg.block_size, "threshold": cfg.threshold}
 
 
 __all__ = ["PostConfig", "Rollout", "rollout", "block_layout", "generated_positions", "state_at", "random_steps",
-           "block_nelbo", "syntax_errors", "verify_blocks", "post_batch", "post_train", "STAGES"]
+           "block_nelbo", "syntax_errors", "verify_blocks", "on_track", "post_batch", "post_train", "STAGES"]

@@ -15,7 +15,8 @@ from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 from dllm_ls.trainer.data import tokenize_split
 from dllm_ls.trainer.objectives import TrainModule, batch_mask, batch_positions
 from dllm_ls.trainer.post import (PostConfig, block_layout, block_nelbo, generated_positions, post_batch, post_train,
-                                  random_steps, rollout, state_at, syntax_errors, verify_blocks)
+                                  on_track, random_steps, rollout, state_at, syntax_errors,
+                                  verify_blocks)
 from dllm_ls.diffusion_core.tokenizer import train_tokenizer
 from dllm_ls.trainer.train import TrainConfig, train
 
@@ -99,8 +100,8 @@ def test_syntax_errors_and_the_block_verifier(tiny_tok):
 
 def test_post_batch_weights_states_and_augmentation():
     B, L, bs = 2, 8, 4
-    x0 = torch.full((B, L), 7)
     tokens = torch.arange(8, 16).view(1, L).expand(B, L)
+    x0 = tokens.clone()  # the rollout writes the data: every state is on track
     conf = torch.tensor([[0.95, 0.2, 0.3, 0.99, 0.1, 0.15, 0.12, 0.11]]).expand(B, L)
     bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
     gen = torch.ones(B, L, dtype=torch.bool)
@@ -112,9 +113,9 @@ def test_post_batch_weights_states_and_augmentation():
     draw = lambda rng, n: rng.integers(2, 6, n)  # noqa: E731
     b = post_batch(r, x0, gen, bid, keep, mask_id=MASK, keep_weight=0.1, augment_max=0.0, draw=draw, generator=g,
                    rng=np.random.default_rng(0))
-    assert (b["targets"] == r.y).all() and (b["idx"][:, L:] == x0).all()
+    assert (b["targets"] == x0).all() and (b["idx"][:, L:] == x0).all()
     xt, w, m = b["idx"][:, :L], b["weight"], b["masked"]
-    assert (xt[m] == MASK).all() and (xt[~m] == r.y[~m]).all()
+    assert (xt[m] == MASK).all() and (xt[~m] == x0[~m]).all()
     assert (w[m & keep.gather(1, bid)] == 1).all() and (w[1, 4:] == 0).all()
     assert torch.allclose(w[~m & keep.gather(1, bid)], torch.tensor(0.1))
     b = post_batch(r, x0, gen, bid, keep, mask_id=MASK, keep_weight=0.1, augment_max=1.0, draw=draw, generator=g,
@@ -164,8 +165,8 @@ def test_both_stages_train_report_and_export(run, tmp_path, stage):
     summary = post_train(post_config(root, model, stage, tmp_path / stage))
     recs = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in recs if "steps_per_token" in r]
-    assert train_recs and all(0 < r["steps_per_token"] <= 1 and 0 <= r["verified"] <= 1 and r["reward"] >= 0
-                              for r in train_recs)
+    assert train_recs and all(0 < r["steps_per_token"] <= 1 and 0 <= r["token_acc"] <= 1 and r["reward"] >= 0
+                              and 0 <= r["syntax_ok"] <= 1 for r in train_recs)
     assert [r for r in recs if "val_loss" in r][0]["step"] == 0  # the starting point is on the curve
     assert summary["steps"] == 6 and summary["stage"] == stage and (tmp_path / stage / "speedup.png").is_file()
     m, tok = load_checkpoint(tmp_path / stage / "export")
@@ -182,10 +183,10 @@ def test_post_training_resumes_exactly(run, tmp_path):
     assert all(torch.allclose(la[k].float(), lb[k].float(), atol=1e-3) for k in la)
 
 
-def test_the_surrogate_raises_the_confidence_of_the_final_tokens_at_visited_states(run):
-    """One rollout of the tiny model, then a few steps of the stage-4 loss on its states: the
-    model's probability of the rollout's own output at still-masked positions rises (what makes
-    more positions pass the threshold per step)."""
+def test_the_surrogate_raises_the_confidence_of_the_right_tokens_at_visited_states(run):
+    """One rollout of the tiny model, then a few steps of the stage-4 loss on its on-track states:
+    the model's probability of the data's tokens at still-masked positions rises (what makes more
+    positions pass the threshold per step, rightly)."""
     root, model_cfg, tok = run
     torch.manual_seed(0)
     net, _ = load_checkpoint(root / "pre" / "export", dtype=torch.float32)
@@ -214,7 +215,7 @@ def test_the_surrogate_raises_the_confidence_of_the_final_tokens_at_visited_stat
     def mean_logp():
         with torch.no_grad():
             lp = torch.log_softmax(module.logits(probe["idx"], pos, mask, L), -1)
-            return float(lp.gather(-1, r.y[..., None])[..., 0][probe["masked"]].mean())
+            return float(lp.gather(-1, x0[..., None])[..., 0][probe["masked"]].mean())
 
     before = mean_logp()
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
@@ -226,3 +227,18 @@ def test_the_surrogate_raises_the_confidence_of_the_final_tokens_at_visited_stat
         opt.step()
         opt.zero_grad()
     assert mean_logp() > before + 0.1
+
+
+def test_on_track_stops_before_the_first_wrong_commit():
+    B, L, bs = 1, 8, 4
+    x0 = torch.arange(8, 16).view(1, L)
+    tokens = x0.clone()
+    tokens[0, 2] = 3  # position 2 (committed at step 1 below) is wrong
+    conf = torch.tensor([[0.95, 0.2, 0.3, 0.99, 0.1, 0.15, 0.12, 0.11]])
+    bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
+    gen = torch.ones(B, L, dtype=torch.bool)
+    r = rollout(scripted(conf, tokens), x0, gen, bid, nblk, mask_id=MASK, ban=torch.zeros(16, dtype=torch.bool),
+                threshold=0.9)
+    t = on_track(r, x0, gen, bid, nblk)
+    assert t[0, 1] == 1  # states 0 and 1 hold only right tokens; state 2 holds the wrong one
+    assert t[0, 2] == r.steps[0, 2] - 1  # all right: every state

@@ -25,7 +25,8 @@ from .tokenizer import Tokenizer
 
 RULES = ("threshold", "factor")
 # the syntax guard in the core and the server (docs/results.md, "Syntax guard (issue 10)")
-SERVER_SYNTAX_GUARD = False
+SERVER_SYNTAX_GUARD = True
+SERVER_SYNTAX_GUARD_ALTERNATIVES = 8
 CONFIDENCES = ("maxprob", "margin", "entropy")
 
 
@@ -52,7 +53,7 @@ class SamplerConfig:
     @classmethod
     def for_server(cls) -> "SamplerConfig":
         """The defaults of the core and the language server (see ARCHITECTURE.md, Decisions)."""
-        return cls(syntax_guard=SERVER_SYNTAX_GUARD)
+        return cls(syntax_guard=SERVER_SYNTAX_GUARD, syntax_guard_alternatives=SERVER_SYNTAX_GUARD_ALTERNATIVES)
 
     def __post_init__(self):
         if self.block_size < 1 or self.max_tokens < 1:

@@ -14,6 +14,9 @@ pass. Then, for a few rounds:
    `alternatives` tokens substituted there, the token deleted, the top token inserted before it,
    the token before it deleted (an extra token makes its neighbour unlikely); at a doubted eos the
    top token appended; a run of adjacent suspects deleted or replaced by the judge's tokens.
+   (`masked_alternatives`, off by default: also the top tokens of one more pass with the
+   suspects masked; they held the original token more often, but scored too low to be kept, and
+   the tune split's fix rate did not rise.)
    Optionally (`remask`, which refactor's propagation turns on) each suspect span is also
    remasked with (span length + `length_deltas`) masks and re-denoised;
 3. each candidate (re-tokenised canonically) must parse (`ast.parse` of the whole function,
@@ -82,7 +85,9 @@ class RepairConfig:
     max_spans: int = 4  # suspects tried per round (least likely first)
     max_span_tokens: int = 3  # remask: adjacent suspects are merged into spans of at most this many tokens
     alternatives: int = 1  # direct candidates: the judge's top tokens substituted at a suspect
-    masked_alternatives: int = 2  # and the top tokens there of one pass with the suspects masked (diffusion)
+    # and the top tokens there of one more pass with the suspects masked (diffusion models): off by
+    # default, it held the original token more often but did not raise the tune split's fix rate
+    masked_alternatives: int = 0
     direct: bool = True  # candidates read off the judge pass (substitute, delete, insert before, delete previous)
     remask: bool = False  # candidates from remasking a suspect span and re-denoising it (length_deltas)
     length_deltas: tuple[int, ...] = (-1, 0, 1)  # remasked span length = span length + delta
@@ -582,7 +587,6 @@ def _moved(ranges: list[tuple[int, int]], old: str, new: str) -> list[tuple[int,
         else:
             return None
     return out
-
 
 TIE = 0.01  # nats: candidates this close score the same
 

@@ -89,3 +89,32 @@ def test_should_stop_cancels(tokenizer):
     span = python_function_span(buggy, buggy.index("total"))
     with pytest.raises(CompletionCancelled):
         _repairer(tokenizer, GOOD).repair(buggy, span, should_stop=lambda: True)
+
+
+def test_docstring_is_context_and_comes_back_as_it_was(tokenizer):
+    from dllm_ls.diffusion_core.repair import docstring_range
+
+    doc = '    """Add a and b; a doubted word here is prose."""\n'
+    good = "def add(a, b):\n" + doc + "    total = a + b\n    return total\n"
+    buggy_file = "import os\n\n\n" + good.replace("a + b", "a - b") + "\n\nprint(add(1, 2))\n"
+    assert docstring_range(good) == (len("def add(a, b):\n"), len("def add(a, b):\n") + len(doc))
+    assert docstring_range("def f(:\n    '''Doc.'''\n    return\n") is not None  # found without ast
+    code_part = "    total = a + b\n    return total"  # the block the model judges (after the docstring)
+    r = Repairer(JudgeModel(tokenizer, tokenizer.encode(code_part) + [tokenizer.eos_id]), tokenizer, RepairConfig())
+    span = python_function_span(buggy_file, buggy_file.index("total"))
+    res = r.repair(buggy_file, span)
+    assert apply_edits(buggy_file, res.edits) == buggy_file.replace("a - b", "a + b")
+    assert res.text == good and res.span == span
+    only_doc = "def f():\n    '''Nothing else.'''\n"
+    res = r.repair(only_doc, (0, len(only_doc)))
+    assert res.edits == [] and res.text == only_doc and not res.judged
+
+
+def test_trace_records_the_candidates(tokenizer):
+    buggy = FILE.replace("a + b", "a - b")
+    span = python_function_span(buggy, buggy.index("total"))
+    r = _repairer(tokenizer, GOOD)
+    r.trace = []
+    res = r.repair(buggy, span)
+    assert res.edits and r.trace and {"kind", "delta", "dsum", "dlen", "text", "rank"} <= set(r.trace[0])
+    assert any(t["text"] == GOOD.rstrip("\n") for t in r.trace)

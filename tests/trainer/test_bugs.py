@@ -156,3 +156,16 @@ def test_cli_q3_smoke_on_a_tiny_checkpoint(tmp_path, tiny_checkpoint):
     assert set(rec) == {"Q3.fix_rate", "Q3.false_alarm_rate"}
     assert rec["Q3.fix_rate"]["command"].startswith("dllm-ls eval q3") or "q3" in rec["Q3.fix_rate"]["command"]
     assert main(["eval", "q3", "--oracle", "--record", "--limit", "1"]) == 2  # refused, one-line error
+
+
+def test_tune_and_test_splits_are_disjoint_halves(he_cases):
+    bugs, correct = he_cases
+    test_b, test_c = q3_cases(seed=0, split="test")
+    tune_b, tune_c = q3_cases(seed=0, split="tune")
+    fid = lambda c: c.id.split(":")[0]  # noqa: E731
+    assert not {fid(c) for c in test_b + test_c} & {fid(c) for c in tune_b + tune_c}
+    assert len(test_b) + len(tune_b) == len(bugs) and len(test_c) + len(tune_c) == len(correct)
+    assert len(test_b) >= 500 and all(int(fid(c).split("/")[1]) % 2 == 0 for c in test_b)
+    assert {c.category for c in test_b} == set(CATEGORIES)
+    with pytest.raises(ValueError, match="unknown split"):
+        q3_cases(seed=0, split="train")

@@ -169,3 +169,16 @@ def test_tune_and_test_splits_are_disjoint_halves(he_cases):
     assert {c.category for c in test_b} == set(CATEGORIES)
     with pytest.raises(ValueError, match="unknown split"):
         q3_cases(seed=0, split="train")
+
+
+def test_calibration_replay_counts_fixes_and_false_alarms():
+    from dllm_ls.trainer.q3_calibrate import replay
+
+    rows = [dict(cat="operator", cands=[dict(dsum=7.0, dlen=0, restores=True),
+                                        dict(dsum=3.0, dlen=-1, restores=False)]),
+            dict(cat="extra_token", cands=[dict(dsum=9.0, dlen=-1, restores=True)]),
+            dict(cat="correct", cands=[dict(dsum=5.0, dlen=0, restores=False)]),
+            dict(cat="correct", cands=[])]
+    assert replay(rows, 6.0, 2.0) == (2, 2, 0, 2)  # the deletion pays 2 nats: 9 - 2 >= 6, kept
+    assert replay(rows, 8.0, 2.0) == (0, 2, 0, 2)  # 7 and 9 - 2 fall short
+    assert replay(rows, 4.0, 0.0) == (2, 2, 1, 2)

@@ -12,38 +12,44 @@ confidence passes the threshold, at least one per block and step), recorded as t
 each position was committed (`commit_step`): the state after k steps is "masked where
 commit_step >= k", so every intermediate state of every trajectory is known without storing it.
 
-The verifier (`verify_blocks`): a generated block may not open a syntax error. tree-sitter
-counts the ERROR and MISSING nodes of a window of text around the block (`verify_context` tokens
-before, a third of that after), with the generated block and with the data's own block in place;
-the generated block passes when its count is not higher. (Windows cut code mid-construct, so
-their absolute counts mean little; the comparison with the data's block is what counts. The
-training files have no tests, so the verifier is syntax only.)
+The syntax check (`verify_blocks`): tree-sitter counts the ERROR and MISSING nodes of a window
+of text around a block (`verify_context` tokens before, a third of that after), with the
+generated block and with the data's own block in place; the generated block passes when its
+count is not higher (windows cut code mid-construct, so only the comparison means something).
+Stage 3 keeps only candidates that pass it; both stages report the share that passes.
+
+The targets are the data's own tokens, and the states are the rollouts' on-track states: the
+state after k steps of a block's trajectory, for k up to the step of its first wrong commit
+(`on_track`), so every generated token visible in it is the file's own. The data is the
+verifier: training files have no tests, and a syntax check alone is no verifier (blank or
+repetitive text passes it). The first version trained towards the rollouts' own outputs,
+filtered by the syntax check; on the H100 it cut the rollouts' steps per token 26x within ~80
+steps and wrote confident junk (Q1 0%): self-targets reward confidence, not correctness.
 
 Stage 3, constrained-order distillation (`stage="distill"`): for each batch, trajectories under
 several decoding rules (`distill_rules`: thresholds and sampling temperatures, so commit orders
 and outputs vary); each block's candidates are scored by their ELBO given the clean context
 (`block_nelbo`, one masked draw per block shared by all candidates: common random numbers) and
-the best one that passes the verifier is kept; the model is fine-tuned on intermediate states of
-the kept trajectories (a random step k per block: input the state, target the kept output) with
-Seed's edit-style augmentation (a share alpha ~ U[0, augment_max] of the visible generated
-tokens replaced by random ones; their target is the kept token, weight 1).
+the best one that opens no syntax error (`verify_blocks`) is kept; the model is fine-tuned on the
+kept trajectories' on-track states (a random k per block) with Seed's edit-style augmentation (a
+share alpha ~ U[0, augment_max] of the visible generated tokens replaced by random ones; target
+the data's token, weight 1).
 
-Stage 4, on-policy step reduction (`stage="onpolicy"`): the current model rolls out the
-inference decoder (threshold, greedy); the reward of a block is its Levenshtein progress per step
-(in this decoder every commit is final, so the distance from the state to the final text falls by
-the number of commits: reward = tokens / steps) when it passes the verifier, else 0. The
-surrogate: for each verified block, a visited state s_k (k uniform over its steps), and the
-cross-entropy of the final tokens at every still-masked position of s_k. Raising log p(y_i | s_k)
-at positions that the decoder had not yet committed is what lets more of them pass the threshold
-at step k, i.e. more progress per step; verification filters out what would be learnt from
-broken code (reward-filtered, on-policy; no negative weights, which made the objective unstable
-in Seed's description and in ours). Each rollout feeds `updates_per_rollout` optimizer steps (fresh
-states each).
+Stage 4, on-policy step reduction (`stage="onpolicy"`): the current model rolls out the inference
+decoder (threshold, greedy); the reward of a block is its Levenshtein progress per step towards
+the data (every commit is final in this decoder, so the distance falls by the number of right
+commits: reward = right tokens / steps). The surrogate: for each block an on-track state s_k (k
+uniform up to the first wrong commit) and the cross-entropy of the data's tokens at every
+still-masked position of s_k. Raising log p(x_i | s_k) at positions that the decoder had not yet
+committed, in the states it actually visits, is what lets more of them pass the threshold at
+step k, rightly: more progress per step. No negative weights (they made the objective unstable in
+Seed's description). Each rollout feeds `updates_per_rollout` optimizer steps (fresh states each).
 
 Both stages keep the mask-stage ELBO on the data itself (weight `data_weight`), so the model stays
-a model of code and not only of its own outputs, and report as they train: the reward (progress
-per step), the steps per generated token, the verified share and the validation ELBO. The
-speed-up against step (Seed's Figure 2a) is `plots.plot_post`.
+a model of code, and report as they train: the reward (progress per step), the steps per
+generated token, the token accuracy and exact blocks against the data, the on-track share of the
+steps, the share of blocks that open no syntax error and the validation ELBO. The speed-up
+against step (Seed's Figure 2a) is `plots.plot_post`.
 """
 
 from __future__ import annotations

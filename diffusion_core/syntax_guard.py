@@ -51,22 +51,23 @@ _OPEN, _CLOSE = "([{", ")]}"
 
 
 @lru_cache(maxsize=1)
-def _parser():
+def python_parser():
+    """One tree-sitter Python parser per process (also the post-training syntax check's)."""
     import tree_sitter
     import tree_sitter_python
 
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_python.language()))
 
 
-def window(prefix: str, suffix: str) -> tuple[str, str]:
-    """At most WINDOW_BEFORE characters of the prefix (from a line start) and WINDOW_AFTER of the
-    suffix (to a line end)."""
-    if len(prefix) > WINDOW_BEFORE:
-        cut = prefix.find("\n", len(prefix) - WINDOW_BEFORE)
-        prefix = prefix[cut + 1:] if cut != -1 else prefix[-WINDOW_BEFORE:]
-    if len(suffix) > WINDOW_AFTER:
-        cut = suffix.rfind("\n", 0, WINDOW_AFTER)
-        suffix = suffix[:cut + 1] if cut > 0 else suffix[:WINDOW_AFTER]
+def window(prefix: str, suffix: str, before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER) -> tuple[str, str]:
+    """At most `before` characters of the prefix (from a line start) and `after` of the suffix
+    (to a line end). lsp_server/syntax.py uses it with its own sizes."""
+    if len(prefix) > before:
+        cut = prefix.find("\n", len(prefix) - before)
+        prefix = prefix[cut + 1:] if cut != -1 else prefix[-before:]
+    if len(suffix) > after:
+        cut = suffix.rfind("\n", 0, after)
+        suffix = suffix[:cut + 1] if cut > 0 else suffix[:after]
     return prefix, suffix
 
 
@@ -163,7 +164,7 @@ class SyntaxGuard:
     def _parse(self, middle: bytes, old=None):
         self.parses += 1
         src = self._pre + middle + self._suf
-        return _parser().parse(src, old) if old is not None else _parser().parse(src)
+        return python_parser().parse(src, old) if old is not None else python_parser().parse(src)
 
     def judged_text(self, text: str, final: bool) -> str:
         """What is judged of the committed `text` (see the module docstring)."""

@@ -21,8 +21,10 @@ For each document:
 - cold:      the first request in a newly opened document (no KV cache for it; the server has
              answered one unrelated request before, so one-time initialisation is not counted);
 - warm:      the same request again: the prompt's KV is cached, the model only decodes;
-- keystroke: one character (a space) typed at the cursor, then a request: the prompt's KV is
-             reused up to the new character. The bench checks it was (the core's trace,
+- keystroke: the held-out line's next character typed at the cursor (`next_char`: a space of
+             the indentation for Q1 documents, the statement's first character for file
+             documents; until session 3 a space for both, which for file documents made an
+             off-grid indentation), then a request: the prompt's KV is reused up to it. The bench checks it was (the core's trace,
              `reused_tokens`, read from `dllm.telemetry` after each request, untimed) and fails
              otherwise.
 keystroke/cold is reported as the ratio of the medians (`keystroke_over_cold`) and as the median
@@ -203,6 +205,13 @@ def s2_document(t: dict, docs: str) -> tuple[str, int, int]:
     return t["prefix"] + t["suffix"], t["prefix"].count("\n"), len(t["prefix"]) - t["prefix"].rfind("\n") - 1
 
 
+def next_char(t: dict, docs: str) -> str:
+    """The character a user would type next at an S2 document's cursor: the held-out line's first
+    (for Q1 documents, whose cursor is at column 0, a space of its indentation; for file documents,
+    whose cursor is after the indentation, the first character of the statement)."""
+    return (t["target"] if docs == "q1" else t["target"].lstrip(" "))[:1] or " "
+
+
 def parses(source: str) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -323,8 +332,8 @@ async def bench_s2(args) -> dict:
             text, line, col = s2_document(t, docs)
             ed.open(uri, text)
             for kind in ("cold", "warm", "keystroke"):
-                if kind == "keystroke":  # one character typed at the cursor (a space, as for either set)
-                    ed.type(uri, 2, line, col, " ")
+                if kind == "keystroke":  # the held-out line's next character typed at the cursor
+                    ed.type(uri, 2, line, col, next_char(t, docs))
                     col += 1
                 ms[kind].append((await ed.complete(uri, line, col))[0])
                 core[kind].append((await ed.telemetry())["telemetry"]["last_core"])

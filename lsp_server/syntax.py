@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..diffusion_core.stops import auto_mode
+from ..diffusion_core.syntax_guard import window as _window
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,7 @@ def grammar_for(language_id: str) -> Grammar | None:
 
 def window(prefix: str, suffix: str) -> tuple[str, str]:
     """The text around the cursor that is parsed: whole lines, at most the WINDOW_* sizes."""
-    if len(prefix) > WINDOW_BEFORE:
-        cut = prefix.find("\n", len(prefix) - WINDOW_BEFORE)
-        prefix = prefix[cut + 1:] if cut != -1 else prefix[-WINDOW_BEFORE:]
-    if len(suffix) > WINDOW_AFTER:
-        cut = suffix.rfind("\n", 0, WINDOW_AFTER)
-        suffix = suffix[:cut + 1] if cut > 0 else suffix[:WINDOW_AFTER]
-    return prefix, suffix
+    return _window(prefix, suffix, WINDOW_BEFORE, WINDOW_AFTER)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,12 +12,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 R=${RUN_DIR:-/root/post}
 mkdir -p "$R"
-if [ ! -f /tmp/site/.ok ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . || exit 1
-  touch /tmp/site/.ok
-fi
-export PYTHONPATH=/tmp/site
+source scripts/device_site.sh
 cd /tmp  # not the checkout: its dllm_ls/ folder would shadow the installed package
 SHIPPED=$(python3 -c "from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT as d; print(d)")
 DLLM="python3 -m dllm_ls.cli"

@@ -13,12 +13,7 @@ export PYTHONUNBUFFERED=1
 START=$SECONDS
 R=${RUN_DIR:-/root/dllm-run}
 mkdir -p "$R"
-if [ ! -f /tmp/site/.ok ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . || exit 1
-  touch /tmp/site/.ok
-fi
-export PYTHONPATH=/tmp/site
+source scripts/device_site.sh
 cd /tmp  # not the checkout: its dllm_ls/ folder would shadow the installed package
 DLLM=${DLLM:-python3 -m dllm_ls.cli}
 BATCH=${BATCH:-64}

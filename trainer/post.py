@@ -70,8 +70,8 @@ from ..diffusion_core.tokenizer import Tokenizer
 from .data import SequenceSampler, TokenData
 from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, diffusion_batch, eval_batches,
                          evaluate, loss_terms)
-from .train import (MetricsLog, RunState, TrainConfig, TrainError, _Dist, _device, export, latest_checkpoint,
-                    load_train_checkpoint, lr_at, make_optimizer, save_train_checkpoint)
+from .train import (MetricsLog, RunState, TrainConfig, TrainError, end_run, export, latest_checkpoint,
+                    load_train_checkpoint, lr_at, make_optimizer, save_train_checkpoint, start_run, with_threads)
 
 STAGES = ("distill", "onpolicy")
 
@@ -202,18 +202,11 @@ def block_nelbo(logits_fn, y: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor
 # --- the verifier ---------------------------------------------------------------------------------
 
 
-_PARSER = None
-
-
 def syntax_errors(text: str) -> int:
     """ERROR and MISSING nodes in tree-sitter's Python parse of text."""
-    global _PARSER
-    if _PARSER is None:
-        import tree_sitter_python
-        from tree_sitter import Language, Parser
+    from ..diffusion_core.syntax_guard import python_parser
 
-        _PARSER = Parser(Language(tree_sitter_python.language()))
-    tree = _PARSER.parse(text.encode("utf-8", errors="replace"))
+    tree = python_parser().parse(text.encode("utf-8", errors="replace"))
     if not tree.root_node.has_error:
         return 0
     n, stack = 0, [tree.root_node]
@@ -281,30 +274,12 @@ def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tenso
 
 
 def post_train(cfg: PostConfig) -> dict:
-    threads = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _post_train(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    """Post-train (or resume) a run in cfg.out_dir; returns the summary written to OUT/summary.json."""
+    return with_threads(cfg, _post_train)
 
 
 def _post_train(cfg: PostConfig) -> dict:
-    dist = _Dist()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    own_group = False
-    if dist.world > 1:
-        import torch.distributed as tdist
-
-        if not tdist.is_initialized():
-            tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-            own_group = True
-    device = _device(cfg, dist)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
+    dist, out, device, own_group = start_run(cfg)
     t_session = time.perf_counter()
 
     init_model, tok = load_checkpoint(cfg.init, dtype=torch.float32)
@@ -523,10 +498,7 @@ def _post_train(cfg: PostConfig) -> dict:
             plot_post(out / "metrics.jsonl", out / "speedup.png", title=f"{out.name} ({cfg.stage})")
         except Exception as e:  # a plot must never cost a trained model
             print(f"warning: could not plot: {e}")
-    if own_group:
-        import torch.distributed as tdist
-
-        tdist.destroy_process_group()
+    end_run(own_group)
     return summary
 
 

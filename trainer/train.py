@@ -274,16 +274,23 @@ class MetricsLog:
 
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) a run in cfg.out_dir; returns the summary written to OUT/summary.json."""
+    return with_threads(cfg, _train)
+
+
+def with_threads(cfg: TrainConfig, run):
+    """run(cfg) with cfg.threads CPU intra-op threads, restored afterwards (process-wide setting)."""
     threads = torch.get_num_threads()
-    if cfg.threads > 0:  # CPU intra-op threads, restored afterwards (the setting is process-wide)
+    if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg)
+        return run(cfg)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig) -> dict:
+def start_run(cfg: TrainConfig) -> tuple[_Dist, Path, torch.device, bool]:
+    """(dist, out dir, device, whether this call started the process group): the set-up that
+    train.py and post.py share."""
     dist = _Dist()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,6 +306,18 @@ def _train(cfg: TrainConfig) -> dict:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return dist, out, device, own_group
+
+
+def end_run(own_group: bool):
+    if own_group:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig) -> dict:
+    dist, out, device, own_group = start_run(cfg)
     t_session = time.perf_counter()
 
     tok = Tokenizer.from_file(cfg.tokenizer)
@@ -497,10 +516,7 @@ def _train(cfg: TrainConfig) -> dict:
             plot_metrics(out / "metrics.jsonl", out / "loss.png", title=out.name)
         except Exception as e:  # a plot must never cost a trained model
             print(f"warning: could not plot the loss curves: {e}")
-    if own_group:
-        import torch.distributed as tdist
-
-        tdist.destroy_process_group()
+    end_run(own_group)
     return summary
 
 

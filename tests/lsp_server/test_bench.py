@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from dllm_ls.lsp_server.bench import cursor_lines, file_tasks, held_out_files, parses, q1_tasks, s2_document, write_results
+from dllm_ls.lsp_server.bench import (cursor_lines, file_tasks, held_out_files, next_char, parses, q1_tasks, s2_document,
+                                     write_results)
 
 from .conftest import server_env
 
@@ -18,6 +19,7 @@ def test_q1_tasks_are_every_non_blank_solution_line():
     assert t["prefix"].endswith("\n") and t["target"].strip()
     assert parses(t["prefix"] + t["target"] + "\n" + t["suffix"])
     assert [x["id"] for x in q1_tasks(5, 1)] == [x["id"] for x in q1_tasks(5, 1)]  # seeded sample
+    assert all(next_char(x, "q1") == " " for x in q1_tasks(20, 0))  # canonical lines are indented
 
 
 def test_file_tasks_are_held_out_files_cut_inside_a_function():
@@ -32,6 +34,7 @@ def test_file_tasks_are_held_out_files_cut_inside_a_function():
         assert cur[:col].strip() == "" and cur[col:] == "" and col > 0  # indented, the rest of the line removed
         assert t["target"].strip() and parses(t["prefix"] + t["target"] + t["suffix"])
         assert len(t["prefix"]) > 500 and len(t["suffix"]) > 100  # context on both sides
+        assert next_char(t, "files") == t["target"][0] != " "  # the statement's first character
     # the cursor lines: statement starts inside functions, in the middle half, no docstrings
     src = "\n".join(["x = 1"] * 4 + ["def f(a):", '    """doc."""', "    y = a", "    return y"] + ["z = 2"] * 4)
     assert cursor_lines(src) == [6, 7]

@@ -2,8 +2,6 @@
 surrogate loss, and both stages end to end on a tiny model (CPU)."""
 
 import json
-import sysconfig
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +10,11 @@ import torch
 from dllm_ls.diffusion_core.checkpoint import load_checkpoint
 from dllm_ls.diffusion_core.model import ModelConfig
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
-from dllm_ls.trainer.data import tokenize_split
 from dllm_ls.trainer.objectives import TrainModule, batch_mask, batch_positions
 from dllm_ls.trainer.post import (PostConfig, block_layout, block_nelbo, generated_positions, post_batch, post_train,
                                   on_track, random_steps, rollout, state_at, syntax_errors,
                                   verify_blocks)
-from dllm_ls.diffusion_core.tokenizer import train_tokenizer
+from dllm_ls.diffusion_core.tokenizer import Tokenizer
 from dllm_ls.trainer.train import TrainConfig, train
 
 MASK = 1
@@ -129,15 +126,11 @@ def test_post_batch_weights_states_and_augmentation():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_data):
     """Tokenised data and a stage-2 export of a tiny model trained for a few steps."""
     root = tmp_path_factory.mktemp("post")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    texts = [p.read_text(encoding="utf-8") for p in sorted((stdlib / "json").glob("*.py"))]
-    tok = train_tokenizer(texts, 512)
-    tok.save(root / "tokenizer.json")
-    tokenize_split(texts[1:], tok, root / "data", "train", progress=False)
-    tokenize_split(texts[:1], tok, root / "data", "val", progress=False)
+    tiny_data(root)
+    tok = Tokenizer.from_file(root / "tokenizer.json")
     model = ModelConfig(vocab_size=512, n_layer=2, n_head=2, dim=32, max_seq_len=64)
     cfg = TrainConfig(data_dir=str(root / "data"), tokenizer=str(root / "tokenizer.json"), out_dir=str(root / "pre"),
                       model=model, seq_len=64, batch_size=4, max_steps=12, warmup_steps=2, edit_frac=0.25,

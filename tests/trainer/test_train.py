@@ -1,7 +1,6 @@
 """The training loop: exact resume, checkpoints without pickle, exports the sampler can use, AR, smoke."""
 
 import json
-import sysconfig
 import time
 from pathlib import Path
 
@@ -14,22 +13,14 @@ from dllm_ls.cli import main as cli_main
 from dllm_ls.diffusion_core.checkpoint import load_checkpoint, load_config
 from dllm_ls.diffusion_core.model import ModelConfig
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
-from dllm_ls.diffusion_core.tokenizer import train_tokenizer
-from dllm_ls.trainer.data import tokenize_split
 from dllm_ls.trainer.objectives import validation_loss
 from dllm_ls.trainer.train import TrainConfig, lr_at, train
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("data")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    texts = [p.read_text(encoding="utf-8") for p in sorted((stdlib / "json").glob("*.py"))]
-    tok = train_tokenizer(texts, 512)
-    tok.save(root / "tokenizer.json")
-    tokenize_split(texts[1:], tok, root / "data", "train", progress=False)
-    tokenize_split(texts[:1], tok, root / "data", "val", progress=False)
-    return root, texts
+    return root, tiny_data(root)
 
 
 def config(root, out, *, ar=False, **kw) -> TrainConfig:

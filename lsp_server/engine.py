@@ -280,14 +280,15 @@ class CompletionEngine:
         """Automatic: the settings' decode in the chosen mode. Invoked: also the other mode (when
         allowed) and a more careful decode (smaller blocks, a higher threshold)."""
         s = self.settings
-        base = Variant(mode=mode, block_size=s.block_size, threshold=s.threshold)
+        size = {"line": s.line_block_size, "block": s.block_size}
+        base = Variant(mode=mode, block_size=size[mode], threshold=s.threshold)
         if not invoked:
             return [base]
         out = [base]
         other = "block" if mode == "line" else "line"
         if s.mode == "auto" and other in s.modes:
-            out.append(Variant(mode=other, block_size=s.block_size, threshold=s.threshold))
-        out.append(Variant(mode=mode, block_size=max(1, s.block_size // 4),
+            out.append(Variant(mode=other, block_size=size[other], threshold=s.threshold))
+        out.append(Variant(mode=mode, block_size=max(1, size[mode] // 4),
                            threshold=round(s.threshold + (1 - s.threshold) / 2, 4)))
         return out[: s.invoked_items]
 

@@ -482,6 +482,7 @@ class Repairer:
                         cands.append((f"remask{d:+d}", a, self._denoise_span(func, a, b, n, cache, prompt,
                                                                              should_stop)))
             best = None
+            credit = self.cfg.length_cost if self.cfg.score == "sum" else 0.0
             for kind, k, cand in cands:
                 text = self.tok.decode(cand)
                 if text in seen or not check(text):
@@ -501,7 +502,7 @@ class Repairer:
                     self.trace.append(dict(round=rounds, kind=kind, pos=k, rank=sus.index(k) if k in sus else -1,
                                            delta=c_score - score, dsum=float(c_lp.sum() - lp.sum()),
                                            dlen=len(ids) - len(func), text=head + text))
-                if c_score >= score + self.cfg.margin and (best is None or _better(c_score, ids, best, len(func))):
+                if c_score >= score + self.cfg.margin and (best is None or _better(c_score, ids, best, len(func), credit)):
                     best = (ids, c_lp, c_score, self._last_logp, text, moved)
             if best is None:
                 break
@@ -591,13 +592,20 @@ def _moved(ranges: list[tuple[int, int]], old: str, new: str) -> list[tuple[int,
 TIE = 0.01  # nats: candidates this close score the same
 
 
-def _better(c_score: float, cand: list[int], best: tuple, n: int) -> bool:
-    """Whether a candidate beats the best so far: a higher score, or about the same score with a
-    smaller change of length (a mean log-prob can rise by adding confident tokens: a repeated
-    word must not win a tie)."""
-    if abs(c_score - best[2]) <= TIE:
+def _better(c_score: float, cand: list[int], best: tuple, n: int, length_cost: float = 0.0) -> bool:
+    """Whether a candidate beats the best so far (both passed the margin): a higher score, or
+    about the same score with a smaller change of length (a mean log-prob can rise by adding
+    confident tokens: a repeated word must not win a tie). Between candidates, tokens beyond the
+    function's length n earn no `length_cost` credit: the credit offsets a sum's bias against
+    length so that an insertion can pass the margin at all, but it must not make the longer of two
+    passing candidates win (a judge that is sure of a repeated token would otherwise grow the text:
+    "size" -> "sizeize")."""
+    def rank(score, ids):
+        return score - length_cost * max(0, len(ids) - n)
+    a, b = rank(c_score, cand), rank(best[2], best[0])
+    if abs(a - b) <= TIE:
         return abs(len(cand) - n) < abs(len(best[0]) - n)
-    return c_score > best[2]
+    return a > b
 
 
 def apply_edits(code: str, edits: list[TextEdit]) -> str:

@@ -72,6 +72,17 @@ def test_propagate_a_rename_to_uses_and_call_sites(tokenizer):
     assert {e.label for e in res.edits} == {"statements (lines 5-5)"}
 
 
+def test_a_sure_judge_does_not_grow_the_text_by_repeating_a_token(tokenizer):
+    """"area" -> "size" is two tokens of this tokenizer each ("a|rea", "s|ize"); the judge is sure of
+    "ize" wherever it sits, so inserting it again also passes the margin (the length credit). The
+    shorter candidate must win: "print(size(2, 3))", not "print(sizeize(2, 3))"."""
+    old = "def area(w, h):\n    return w * h\n\n\ndef room():\n    return area(3, 4)\n\n\nprint(area(2, 3))\n"
+    right = old.replace("area", "size")
+    new = old.replace("def area", "def size")
+    res = refactor(_propagator(tokenizer, right, old), new, since=old)
+    assert apply_edits(new, res.edits) == right, res
+
+
 def test_propagate_changes_only_what_the_edit_made_wrong(tokenizer):
     """A token the model doubted before the edit as well (here a bug in another function) is not
     the edit's follow-on: Propagate leaves it (a model call per block and world, no search);

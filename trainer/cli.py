@@ -57,7 +57,9 @@ def add_arguments(p: argparse.ArgumentParser):
     s = p.add_argument_group("post-training (stages 3 and 4, trainer/post.py)")
     s.add_argument("--stage", choices=("distill", "onpolicy"),
                    help="post-train --init: constrained-order distillation or on-policy step reduction")
-    s.add_argument("--init", metavar="DIR", help="the export to post-train (default: the shipped model)")
+    s.add_argument("--init", metavar="DIR",
+                   help="start from this export's weights: with --stage, the model to post-train (default: the "
+                        "shipped model); without, pre-training continues it (fresh optimizer and schedule)")
     s.add_argument("--threshold", type=float, default=0.9, help="the decoder's commit threshold (onpolicy)")
     s.add_argument("--data-weight", type=float, default=0.5, help="weight of the data's mask-stage ELBO")
     s.add_argument("--updates-per-rollout", type=int, default=2)
@@ -223,7 +225,7 @@ def run(args) -> int:
         smoke_defaults(args)
     if args.max_steps is None and args.max_minutes is None:
         args.max_steps = 2000
-    if args.stage and not args.tokenizer:  # post-training keeps the tokenizer of the model it starts from
+    if (args.stage or args.init) and not args.tokenizer:  # a run from an export keeps its tokenizer
         from ..diffusion_core.checkpoint import resolve_checkpoint
 
         args.tokenizer = str(resolve_checkpoint(args.init) / "tokenizer.json")
@@ -249,7 +251,17 @@ def run(args) -> int:
     tok = Tokenizer.from_file(tok_path)
     if args.stage:
         return _post(args, tok_path, data, log, rank, t_start)
-    mcfg = model_config(args, tok.vocab_size, 4 if args.export_dtype == "fp32" else 2)
+    init = ""
+    if args.init:  # the model's shape is the export's
+        from ..diffusion_core.checkpoint import load_config, resolve_checkpoint
+
+        init = str(resolve_checkpoint(args.init))
+        mcfg, _ = load_config(init)
+        if mcfg.causal != args.ar:
+            raise TrainCliError(f"{init} is {'an AR' if mcfg.causal else 'a diffusion'} model: "
+                                f"{'add' if mcfg.causal else 'drop'} --ar")
+    else:
+        mcfg = model_config(args, tok.vocab_size, 4 if args.export_dtype == "fp32" else 2)
     run_dir = Path(args.out) / ("ar" if args.ar else "diffusion")
     log(f"model: {mcfg.n_params() / 1e6:.2f}M parameters (dim {mcfg.dim}, {mcfg.n_layer} layers, "
         f"{mcfg.n_head} heads, vocab {mcfg.vocab_size}, seq {args.seq_len}) -> {run_dir}")
@@ -262,7 +274,7 @@ def run(args) -> int:
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
         log_every=args.log_every, seed=args.seed, compile=not args.no_compile, peak_flops=args.peak_flops,
         export_dtype=args.export_dtype, workers=args.workers, device=args.device, threads=args.threads,
-        progress=not args.no_progress)
+        progress=not args.no_progress, init=init)
     summary = train(cfg)
     if rank != 0:
         return 0

@@ -64,13 +64,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..diffusion_core.checkpoint import load_checkpoint
 from ..diffusion_core.model import Transformer
 from ..diffusion_core.tokenizer import Tokenizer
 from .data import SequenceSampler, TokenData
 from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, diffusion_batch, eval_batches,
                          evaluate, loss_terms)
-from .train import (MetricsLog, RunState, TrainConfig, TrainError, end_run, export, latest_checkpoint,
+from .train import (MetricsLog, RunState, TrainConfig, TrainError, end_run, export, latest_checkpoint, load_init,
                     load_train_checkpoint, lr_at, make_optimizer, save_train_checkpoint, start_run, with_threads)
 
 STAGES = ("distill", "onpolicy")
@@ -78,8 +77,7 @@ STAGES = ("distill", "onpolicy")
 
 @dataclass(kw_only=True)
 class PostConfig(TrainConfig):
-    stage: str = "onpolicy"
-    init: str = ""  # the stage-2 export (config.json + model.safetensors + tokenizer.json) to start from
+    stage: str = "onpolicy"  # init: the stage-2 export (config.json + model.safetensors + tokenizer.json)
     block_size: int = 32  # the decoder's block size (the sampler's default)
     threshold: float = 0.9  # the inference decoder's commit threshold (stage 4)
     distill_rules: tuple[tuple[float, float], ...] = ((0.9, 0.0), (0.7, 0.0), (0.5, 0.0), (0.9, 0.7))
@@ -282,9 +280,7 @@ def _post_train(cfg: PostConfig) -> dict:
     dist, out, device, own_group = start_run(cfg)
     t_session = time.perf_counter()
 
-    init_model, tok = load_checkpoint(cfg.init, dtype=torch.float32)
-    if asdict(init_model.cfg) != asdict(cfg.model):
-        raise TrainError(f"{cfg.init}: its model config differs from the one asked for")
+    tok = Tokenizer.from_file(cfg.tokenizer)
     data = TokenData.load(cfg.data_dir, "train", cfg.tokenizer)
     sampler = SequenceSampler(data, tok, cfg.data, seed=cfg.seed + 1000)  # other sequences than pre-training's
     draw = data.token_draw(tok.special_ids)
@@ -296,8 +292,7 @@ def _post_train(cfg: PostConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     net = Transformer(cfg.model).to(device)
-    net.load_state_dict(init_model.state_dict())
-    del init_model
+    load_init(net, cfg)
     opt = make_optimizer(net, cfg, device)
     state = RunState(total_steps=None if cfg.max_minutes else cfg.max_steps)
     ck = latest_checkpoint(out)

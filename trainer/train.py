@@ -91,6 +91,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # CPU: torch intra-op threads (0 = torch's default; 1 suits tiny models on busy CPUs)
     progress: bool = True
+    init: str = ""  # start from this export's weights (fresh optimizer and schedule); "": from scratch
 
     def __post_init__(self):
         self.data.seq_len = self.seq_len
@@ -338,6 +339,8 @@ def _train(cfg: TrainConfig) -> dict:
     opt = make_optimizer(net, cfg, device)
     state = RunState(total_steps=None if cfg.max_minutes else cfg.max_steps)
     ck = latest_checkpoint(out)
+    if ck is None and cfg.init:  # a new run that continues an exported model
+        load_init(net, cfg)
     if ck is not None:
         from ..diffusion_core.checkpoint import load_config
 
@@ -542,6 +545,16 @@ def check_flex(net, cfg: TrainConfig, device, autocast) -> float:
         ref = attn(x, cos, sin, dense, None, 0, 0).float()
         got = torch.compile(attn)(x, cos, sin, flex_block_mask(L, 8, offset, ar=cfg.ar), None, 0, 0).float()
     return float((got - ref).abs().max() / ref.std().clamp(min=1e-6))
+
+
+def load_init(net, cfg: TrainConfig):
+    """Copy the weights of the export cfg.init into net (its model config must be cfg.model)."""
+    from ..diffusion_core.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(cfg.init, dtype=torch.float32)
+    if asdict(model.cfg) != asdict(cfg.model):
+        raise TrainError(f"{cfg.init}: its model config differs from the one asked for")
+    net.load_state_dict(model.state_dict())
 
 
 def _edit_start(total: int, cfg: TrainConfig) -> int:

@@ -171,6 +171,24 @@ def test_resuming_with_another_model_is_a_clear_error(data, tmp_path):
         train(bigger)
 
 
+def test_init_continues_an_export(data, tmp_path):
+    """--init: a new run starts from an export's weights (fresh optimizer): its first loss is
+    the export's, well below a fresh model's, and another model's export is a clear error."""
+    from dllm_ls.errors import DllmError
+
+    root, _ = data
+    train(config(root, tmp_path / "a", max_steps=30, edit_frac=0.0, lr=3e-3))
+    fresh = metrics(tmp_path / "a")[0]["loss"]
+    train(config(root, tmp_path / "b", max_steps=1, init=str(tmp_path / "a" / "export")))
+    cont = metrics(tmp_path / "b")[0]["loss"]
+    trained = [r["loss"] for r in metrics(tmp_path / "a") if "loss" in r][-5:]
+    assert cont < fresh - 0.5 and cont < max(trained) * 1.5
+    other = config(root, tmp_path / "c", max_steps=1, init=str(tmp_path / "a" / "export"))
+    other.model = ModelConfig(vocab_size=512, n_layer=3, n_head=2, dim=32, max_seq_len=64)
+    with pytest.raises(DllmError, match="differs"):
+        train(other)
+
+
 def test_plots_overlay_runs(tmp_path):
     from dllm_ls.trainer.plots import main as plots_main
 

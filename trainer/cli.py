@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser):
     s.add_argument("--threshold", type=float, default=0.9, help="the decoder's commit threshold (onpolicy)")
     s.add_argument("--data-weight", type=float, default=0.5, help="weight of the data's mask-stage ELBO")
     s.add_argument("--updates-per-rollout", type=int, default=2)
+    s.add_argument("--fim-only", action="store_true", help="roll out the FIM middles only (what an editor asks for)")
     t = p.add_argument_group("training")
     t.add_argument("--max-steps", type=int, help="total optimizer steps (default 2000; an upper bound with --max-minutes)")
     t.add_argument("--max-minutes", type=float, help="time budget: total steps from a timed warm-up, 80/20 split kept")
@@ -302,7 +303,7 @@ def _post(args, tok_path: Path, data: Path, log, rank: int, t_start: float) -> i
         max_steps=args.max_steps, max_minutes=args.max_minutes, stop_at_step=args.stop_at_step,
         lr=args.lr if args.lr != 2e-3 else 3e-4, warmup_steps=args.warmup if args.warmup != 200 else 20,
         schedule=args.schedule, weight_decay=args.weight_decay, threshold=args.threshold,
-        data_weight=args.data_weight, updates_per_rollout=args.updates_per_rollout,
+        data_weight=args.data_weight, updates_per_rollout=args.updates_per_rollout, fim_only=args.fim_only,
         data=SequenceConfig(seq_len=args.seq_len, p_fim=args.p_fim),
         eval_every=args.eval_every if args.eval_every != 250 else 50, eval_batches=args.eval_batches,
         ckpt_every=args.ckpt_every, log_every=args.log_every if args.log_every != 10 else 5, seed=args.seed,

@@ -85,6 +85,7 @@ class PostConfig(TrainConfig):
     post_keep_weight: float = 0.1  # CE weight of visible generated positions of a state (target: itself)
     augment_max: float = 0.1  # stage 3: edit augmentation share alpha ~ U[0, augment_max]
     verify_context: int = 48
+    fim_only: bool = False  # roll out the FIM middles only (generated_positions' `middle`)
     updates_per_rollout: int = 2
     lr: float = 3e-4
     warmup_steps: int = 20
@@ -123,13 +124,24 @@ def block_layout(L: int, bs: int, offset: torch.Tensor) -> tuple[torch.Tensor, i
     return bid, (L - 1 + bs) // bs + 1
 
 
-def generated_positions(x0: torch.Tensor, special_ids) -> torch.Tensor:
+def generated_positions(x0: torch.Tensor, special_ids, middle: tuple[int, int] | None = None) -> torch.Tensor:
     """The positions a rollout writes: every token but the special ones (pad, FIM markers);
-    <|eos|> ends a document and is generated like text."""
+    <|eos|> ends a document and is generated like text. With middle = (fim_middle id, eos id):
+    only the FIM middles, from the token after <|fim_middle|> to the <|eos|> that ends the middle
+    (what the editor asks the model for; the rest of the sequence stays clean context)."""
     keep = torch.zeros_like(x0, dtype=torch.bool)
     for i in special_ids:
         keep |= x0 == i
-    return ~keep
+    gen = ~keep
+    if middle is not None:
+        mid, eos = middle
+        idx = torch.arange(x0.shape[1], device=x0.device).expand_as(x0)
+        none = torch.full_like(idx, -1)
+        last_mid = torch.where(x0 == mid, idx, none).cummax(1).values
+        last_eos = torch.where(x0 == eos, idx, none).cummax(1).values  # an eos ends the middle after itself
+        eos_before = torch.cat([none[:, :1], last_eos[:, :-1]], 1)
+        gen &= (last_mid >= 0) & (last_mid > eos_before)
+    return gen
 
 
 def per_block(values: torch.Tensor, bid: torch.Tensor, nblk: int, reduce: str = "sum") -> torch.Tensor:
@@ -356,7 +368,7 @@ def _post_train(cfg: PostConfig) -> dict:
             x0 = torch.from_numpy(x0_np).to(device)
             offset = torch.from_numpy(anchor % bs).to(device)
             bid, nblk = block_layout(L, bs, offset)
-            gen = generated_positions(x0, special)
+            gen = generated_positions(x0, special, (tok.fim_middle_id, tok.eos_id) if cfg.fim_only else None)
             mask = batch_mask({"offset": offset, "bs": bs}, L, False, device, flex)
             pos = batch_positions(x0.shape[0], L, False, device)
 

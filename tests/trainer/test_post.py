@@ -54,6 +54,15 @@ def test_rollout_commits_by_the_threshold_at_least_one_per_block_and_records_the
     assert s[0].tolist() == [False, True, True, False, True, False, False, False]
 
 
+def test_generated_positions_everywhere_or_the_fim_middles_only():
+    PAD, SUF, PRE, MID, EOS = 0, 4, 3, 5, 2
+    x0 = torch.tensor([[SUF, 9, PRE, 8, MID, 10, 11, EOS, 12, 13, SUF, 9, PRE, 8, MID, 14, EOS, PAD]])
+    everywhere = generated_positions(x0, [PAD, SUF, PRE, MID])
+    assert everywhere[0].tolist() == [x not in (PAD, SUF, PRE, MID) for x in x0[0].tolist()]
+    middles = generated_positions(x0, [PAD, SUF, PRE, MID], (MID, EOS))
+    assert torch.nonzero(middles[0]).flatten().tolist() == [5, 6, 7, 15, 16]  # a plain segment (12, 13) is context
+
+
 def test_random_steps_stay_inside_each_trajectory():
     steps = torch.tensor([[0, 1, 5, 32]] * 50)
     k = random_steps(steps, torch.Generator().manual_seed(0))
@@ -152,10 +161,10 @@ def post_config(root, model, stage, out, **kw) -> PostConfig:
     return PostConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("stage", ["onpolicy", "distill"])
-def test_both_stages_train_report_and_export(run, tmp_path, stage):
+@pytest.mark.parametrize("stage,fim_only", [("onpolicy", False), ("distill", False), ("onpolicy", True)])
+def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only):
     root, model, _ = run
-    summary = post_train(post_config(root, model, stage, tmp_path / stage))
+    summary = post_train(post_config(root, model, stage, tmp_path / stage, fim_only=fim_only))
     recs = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in recs if "steps_per_token" in r]
     assert train_recs and all(0 < r["steps_per_token"] <= 1 and 0 <= r["token_acc"] <= 1 and r["reward"] >= 0

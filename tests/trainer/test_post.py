@@ -244,3 +244,32 @@ def test_on_track_stops_before_the_first_wrong_commit():
     t = on_track(r, x0, gen, bid, nblk)
     assert t[0, 1] == 1  # states 0 and 1 hold only right tokens; state 2 holds the wrong one
     assert t[0, 2] == r.steps[0, 2] - 1  # all right: every state
+
+
+def test_post_training_under_torchrun_and_resume_at_another_world_size(tmp_path):
+    """Stage 4 on two gloo ranks (the DDP path of a multi-GPU run) for half the run, from a smoke
+    export; one process resumes from their checkpoint and finishes it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    smoke = [sys.executable, "-m", "dllm_ls.cli", "train", "--smoke", "--out", str(tmp_path), "--no-progress"]
+    r = subprocess.run([*smoke, "--max-steps", "6"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    post = ["-m", "dllm_ls.cli", "train", "--smoke", "--out", str(tmp_path), "--no-progress", "--stage", "onpolicy",
+            "--init", str(tmp_path / "diffusion" / "export"), "--max-steps", "4", "--batch-size", "2"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                        *post, "--stop-at-step", "2"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "onpolicy"
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    r = subprocess.run([sys.executable, *post], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "steps_per_token" in r][-1] == 4

@@ -86,8 +86,8 @@ def test_invoked_gives_the_variants_without_duplicates():
     out = run(engine(core).complete(query("def f(x):\n    return |\n", invoked=True)))
     assert [s.text for s in out] == ["x + 1", "x + 1\n    y = 2"]  # the careful decode repeated the first
     assert [r.mode for r in core.requests] == ["line", "block", "line"]
-    # each mode's block size (settings: line 16, block 32); the careful decode a quarter of its mode's
-    assert [r.block_size for r in core.requests] == [16, 32, 4] and core.requests[2].threshold == 0.95
+    # each mode's block size (settings: line 8, block 32); the careful decode a quarter of its mode's
+    assert [r.block_size for r in core.requests] == [8, 32, 2] and core.requests[2].threshold == 0.95
     assert len({s.id for s in out}) == 2
 
 

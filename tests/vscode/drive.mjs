@@ -140,6 +140,10 @@ try {
     "dllm.server.args": ["--judge-file", plan.judgeFile],
   }, null, 2));
   await until("the server restarted", () => fs.readFileSync(plan.startsLog, "utf8").trim().split("\n").length >= 2);
+  // the starts log is written as the process spawns, before the browser may have shown the restart:
+  // the old server's "ready" can still be on screen, so first see it go (Python takes seconds to
+  // start, the label polls every 100 ms), then the new server's "ready"
+  await until("the restart on the status bar", async () => !(await statusLabel()).includes("ready"), 10000, 50);
   await until("the new server ready", async () => (await statusLabel()).includes("ready"), 30000);
   result.starts = fs.readFileSync(plan.startsLog, "utf8").trim().split("\n");
   step("restarted");

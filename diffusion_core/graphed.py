@@ -22,7 +22,8 @@ of sliced (tests/diffusion_core/test_graphed.py checks it on CPU, where the same
 with torch ops). `GraphedAR` does the same for the autoregressive baseline: one token per replay,
 argmax on the device.
 
-Not covered (the Sampler keeps them): `should_stop` cancellation and batching of many requests.
+Not covered (the Sampler keeps them): `should_stop` cancellation, batching of many requests and
+token healing (its constrained first tokens; S1's prompts end at line starts, where it never applies).
 Attention goes over the whole static buffer on the CPU path (masked), and on CUDA through the
 block-attention kernel, which reads the length from the device and skips the empty splits.
 """
@@ -274,7 +275,8 @@ class GraphedDecoder(_Static):
         t0 = time.perf_counter()
         if cold:
             self.cache.reset()
-        ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg)
+        ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
+                                                                 heal=False)
         self.line_mode.fill_(ctx.mode == "line")
         # step 1 is Sampler's own first step: the prompt and the first block in one forward
         b0 = min(b, max_tokens)
@@ -350,7 +352,8 @@ class GraphedAR(_Static):
         t0 = time.perf_counter()
         if cold:
             self.cache.reset()
-        ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg)
+        ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
+                                                                 heal=False)
         logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]  # step 1: the prompt
         cache.append_tokens(clean)
         first = logits.masked_fill(s.ban, float("-inf")).argmax().view(1)

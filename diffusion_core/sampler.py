@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..kernels import use_triton
 from .kv_cache import KVCache, common_prefix_len
-from .prompt import PromptWindow, build_prompt
+from .prompt import MAX_HEAD_TOKENS, PromptWindow, build_healed_prompt
 from .stops import StopContext, find_stop
 from .tokenizer import Tokenizer
 
@@ -27,6 +28,8 @@ RULES = ("threshold", "factor")
 # the syntax guard in the core and the server (docs/results.md, "Syntax guard (issue 10)")
 SERVER_SYNTAX_GUARD = True
 SERVER_SYNTAX_GUARD_ALTERNATIVES = 8
+# token healing in the core and the server (docs/results.md, "Token healing")
+SERVER_TOKEN_HEALING = True
 CONFIDENCES = ("maxprob", "margin", "entropy")
 
 
@@ -49,11 +52,16 @@ class SamplerConfig:
     # when the one remaining commit still opens an error, try this many runner-up tokens at its
     # position (the same logits) before keeping it
     syntax_guard_alternatives: int = 0
+    # token healing (prompt.build_healed_prompt): the cursor's line goes into the middle and the
+    # prompt ends before its last token(s); the completion's first tokens must write their text
+    # again (then it is cut off the answer)
+    token_healing: bool = False
 
     @classmethod
     def for_server(cls) -> "SamplerConfig":
         """The defaults of the core and the language server (see ARCHITECTURE.md, Decisions)."""
-        return cls(syntax_guard=SERVER_SYNTAX_GUARD, syntax_guard_alternatives=SERVER_SYNTAX_GUARD_ALTERNATIVES)
+        return cls(syntax_guard=SERVER_SYNTAX_GUARD, syntax_guard_alternatives=SERVER_SYNTAX_GUARD_ALTERNATIVES,
+                   token_healing=SERVER_TOKEN_HEALING)
 
     def __post_init__(self):
         if self.block_size < 1 or self.max_tokens < 1:
@@ -79,6 +87,7 @@ class Trace:
     guard_replaced: int = 0  # single commits replaced by a runner-up token (cfg.syntax_guard_alternatives)
     guard_kept: int = 0
     guard_ms: float = 0.0
+    healed: str = ""  # the prefix text left out of the prompt and written again (token healing)
 
 
 @dataclass
@@ -133,28 +142,58 @@ class Sampler:
         ban[tokenizer.vocab_size:] = True  # padding rows of the embedding
         self.ban = ban.to(self.device)
         # tokens holding a line break: in line mode, positions after a committed one are not needed
+        self.token_text = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
         nl = torch.zeros(V, dtype=torch.bool)
-        nl[[i for i in range(tokenizer.vocab_size) if "\n" in tokenizer.decode([i])]] = True
+        nl[[i for i, t in enumerate(self.token_text) if "\n" in t]] = True
         self.newline = nl.to(self.device)
+        self._texts = np.array(self.token_text, dtype=object)
+        self._heal_masks: dict[str, torch.Tensor] = {}
+
+    def heal_mask(self, left: str) -> torch.Tensor:
+        """bool (V,): the tokens that may come next while `left` (the rest of the healed text) is
+        still to be written: those whose text starts with all of it; only when there is none, the
+        non-empty starts of it (a word split into pieces the tokenizer would not make, `ret` +
+        `ur`, is one the model then fails to recognise: it wrote `return` after them)."""
+        m = self._heal_masks.get(left)
+        if m is None:
+            banned = self.ban.cpu()
+            m = torch.zeros(len(banned), dtype=torch.bool)
+            for whole in (True, False):
+                ok = np.fromiter((t.startswith(left) if whole else (t != "" and left.startswith(t))
+                                  for t in self._texts), dtype=bool, count=len(self._texts))
+                m[: len(ok)] = torch.from_numpy(ok)
+                m &= ~banned
+                m[self.tok.eos_id] = False
+                if m.any():
+                    break
+            m = m.to(self.device)
+            if len(self._heal_masks) >= 256:
+                self._heal_masks.clear()
+            self._heal_masks[left] = m
+        return m
 
     def new_cache(self) -> KVCache:
         return KVCache.for_model(self.model)
 
-    def _prepare(self, prefix: str, suffix: str, mode: str, cache: KVCache | None, cfg: SamplerConfig):
-        """The prompt and the cache reuse shared by `complete` and `begin`.
+    def _prepare(self, prefix: str, suffix: str, mode: str, cache: KVCache | None, cfg: SamplerConfig,
+                 heal: bool | None = None):
+        """The prompt and the cache reuse shared by `complete` and `begin`; `heal` (default
+        `cfg.token_healing`): token healing, its text in `trace.healed` (the stops and the syntax
+        guard then see the prefix without it, and the generated text with it).
 
         Returns (ctx, crlf, clean token ids not yet cached, max_tokens, cache, trace)."""
         crlf = "\r\n" in prefix or "\r\n" in suffix
         prefix_lf, suffix_lf = prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n")
-        ctx = StopContext.from_text(mode, prefix_lf, suffix_lf)
         max_tokens = min(cfg.max_tokens, self.model.cfg.max_seq_len // 2)
+        heal = cfg.token_healing if heal is None else heal
         w = cfg.window
-        budget = self.model.cfg.max_seq_len - max_tokens - 3
+        budget = self.model.cfg.max_seq_len - max_tokens - 3 - (MAX_HEAD_TOKENS if heal else 0)
         if w.max_prefix_tokens + w.max_suffix_tokens > budget:  # fit the window to the model
             w = PromptWindow(max_prefix_tokens=budget * 3 // 4, max_suffix_tokens=budget // 4,
                              anchor_chars=w.anchor_chars, chars_per_token=w.chars_per_token)
-        prompt = build_prompt(self.tok, prefix_lf, suffix_lf, w)
-        trace = Trace(prompt_tokens=len(prompt))
+        prompt, healed = build_healed_prompt(self.tok, prefix_lf, suffix_lf, w, heal=heal)
+        ctx = StopContext.from_text(mode, prefix_lf[: len(prefix_lf) - len(healed)], suffix_lf)
+        trace = Trace(prompt_tokens=len(prompt), healed=healed)
 
         cache = cache if cache is not None else self.new_cache()
         reuse = common_prefix_len(cache.tokens, prompt)
@@ -180,7 +219,7 @@ class Sampler:
         if cfg.syntax_guard:
             from .syntax_guard import SyntaxGuard
 
-            guard = SyntaxGuard.for_request(prefix, suffix, language)
+            guard = SyntaxGuard.for_request(prefix[: len(prefix) - len(trace.healed)], suffix, language)
             if guard is not None:
                 trace.guard_ms = guard.ms
         return DecodeState(self, clean=clean, max_tokens=max_tokens, cache=cache, ctx=ctx, cfg=cfg,
@@ -227,6 +266,9 @@ class Sampler:
 
     def _finish(self, stop, text: str, ctx: StopContext, crlf: bool, trace: Trace, t0: float) -> Completion:
         stop, text = self._cut(stop, text, ctx)
+        # the healed text is the user's own: the answer is what follows it (nothing when the
+        # decoding ended before writing all of it)
+        text = text[len(trace.healed):] if text.startswith(trace.healed) else ""
         if crlf:
             text = text.replace("\n", "\r\n")
         trace.ms = (time.perf_counter() - t0) * 1000
@@ -239,13 +281,19 @@ class Sampler:
         """Greedy next-token decoding for the autoregressive baseline (causal=True models)."""
         generated: list[int] = []
         text = ""
+        heal_left = trace.healed  # token healing: the next tokens must write this text again
         while len(generated) < max_tokens:
             if should_stop is not None and should_stop():
                 raise CompletionCancelled
             logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
             cache.append_tokens(clean)
             logits.masked_fill_(self.ban, float("-inf"))
+            if heal_left:
+                logits.masked_fill_(~self.heal_mask(heal_left), float("-inf"))
             t = int(logits.argmax())
+            if heal_left:
+                written = self.token_text[t]
+                heal_left = "" if written.startswith(heal_left) else heal_left[len(written):]
             trace.steps += 1
             trace.tokens += 1
             trace.per_step.append(1)
@@ -286,11 +334,16 @@ class DecodeState:
         self.stop: tuple[int, str] | None = None
         self.text = ""
         self.done = False
+        # token healing: the healed text still to be written; until it is, blocks are one token
+        # long and that token's logits are limited to heal_mask, so each healed token is clean
+        # context (in the cache) for the rest: in a block, the weak model repeated it ("return" +
+        # "return result")
+        self.heal_left = trace.healed
         self._new_block(clean)
 
     def _new_block(self, clean: list[int]):
         dev = self.sampler.device
-        self.b = min(self.cfg.block_size, self.max_tokens - len(self.generated))
+        self.b = min(1 if self.heal_left else self.cfg.block_size, self.max_tokens - len(self.generated))
         self.clean = clean  # enters the cache in the block's first step
         self.block = torch.full((1, self.b), self.sampler.tok.mask_id, dtype=torch.long, device=dev)
         self.masked = torch.ones(self.b, dtype=torch.bool, device=dev)
@@ -325,6 +378,8 @@ class DecodeState:
             self.cache.append_tokens(self.clean)
             self.first = False
         cand = self._candidates()
+        if self.heal_left:  # a one-token block: it may only write the healed text on
+            logits[0].masked_fill_(~s.heal_mask(self.heal_left), float("-inf"))
         if rows is not None:  # the candidates' logits only: the same numbers, fewer rows
             conf, pred_rows = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             order = conf.argsort(descending=True, stable=True)
@@ -365,6 +420,9 @@ class DecodeState:
                 stop = self._guard_alternatives(logits, rows, chosen[:1], pred, saved, stop)
         if self.guard is not None:
             trace.guard_ms = self.guard.ms
+        if self.heal_left:
+            written = s.token_text[int(block[0, 0])]
+            self.heal_left = "" if written.startswith(self.heal_left) else self.heal_left[len(written):]
         trace.steps += 1
         trace.tokens += n
         trace.per_step.append(n)

@@ -5,6 +5,7 @@
     dllm-ls eval loss --checkpoint DIR --data val.jsonl
     dllm-ls eval q3 --checkpoint DIR [--val runs/x/corpus/val.jsonl] [--limit N] [--json PATH] [--record]
     dllm-ls eval q1 --oracle            # the held-out lines themselves: checks the harness (1.0)
+    dllm-ls eval q1 --mid-word [--no-token-healing]   # the cursor inside the line's first word
 
 `--record` stores the headline figure in docs/results.json (Q1.pass_at_1, Q1.ar_pass_at_1, ...;
 Q3: Q3.fix_rate, Q3.fix_rate_mask_only or Q3.ar_fix_rate, with the matching false-alarm rate).
@@ -54,6 +55,9 @@ def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
     p.add_argument("--syntax-guard-alternatives", type=int, default=0, metavar="K",
                    help="with --syntax-guard: when that one commit still opens an error, try its position's "
                         "K runner-up tokens before keeping it")
+    p.add_argument("--no-token-healing", dest="token_healing", action="store_false",
+                   help="prompt cut at the cursor (SamplerConfig.token_healing off; it changes nothing when "
+                        "the cursor is at a line start, as in Q1 and Q2)")
 
 
 def add_arguments(parser: argparse.ArgumentParser):
@@ -61,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     q1 = sub.add_parser("q1", help="HumanEval single-line infilling pass@1 (1033 tasks)")
     _common(q1)
     _infill(q1, 64)
+    q1.add_argument("--mid-word", action="store_true",
+                    help="the cursor inside the held-out line's first word (seeded), as while typing; "
+                         "--record names it Q1.mid_word_pass_at_1")
     q2 = sub.add_parser("q2", help="HumanEval multi-line infilling pass@1 (seeded spans of 2-6 lines)")
     _common(q2)
     _infill(q2, 192)
@@ -135,7 +142,7 @@ def run(args) -> int:
         return _run_loss(args, ev)
     if args.bench == "q3":
         return _run_q3(args, ev)
-    from .humaneval import q1_tasks, q2_tasks, subsample
+    from .humaneval import mid_word, q1_tasks, q2_tasks, subsample
     from .sandbox import SandboxConfig
 
     bench = args.bench.upper()
@@ -148,6 +155,9 @@ def run(args) -> int:
         print(f"Q2: {len(tasks)} spans of 2-6 lines (seed {args.seed})", file=sys.stderr)
         mode = "block"
     tasks = subsample(tasks, args.limit)
+    if getattr(args, "mid_word", False):
+        tasks = mid_word(tasks)
+        print(f"the cursor inside the first word: {len(tasks)} tasks", file=sys.stderr)
     if not tasks:
         raise DllmError("no tasks to evaluate (--limit 0?)")
     if args.oracle and args.record:
@@ -155,7 +165,8 @@ def run(args) -> int:
     icfg = ev.InfillConfig(mode=mode, block_size=args.block_size, max_tokens=args.max_tokens,
                            rule=args.rule, threshold=args.threshold, factor=args.factor,
                            syntax_guard=args.syntax_guard,
-                           syntax_guard_alternatives=args.syntax_guard_alternatives)
+                           syntax_guard_alternatives=args.syntax_guard_alternatives,
+                           token_healing=args.token_healing)
     sandbox = SandboxConfig(timeout_s=args.timeout, workers=args.workers)
     if args.oracle:
         device, ckpt, kind, complete = "cpu", "-", "oracle", ev.oracle_complete
@@ -176,7 +187,8 @@ def run(args) -> int:
     if args.json:
         _write_json(args.json, report.to_json())
     if args.record:
-        name = args.record if args.record != "auto" else f"{bench}.{'ar_' if kind == 'ar' else ''}pass_at_1"
+        variant = ("mid_word_" if getattr(args, "mid_word", False) else "") + ("" if args.token_healing else "no_healing_")
+        name = args.record if args.record != "auto" else f"{bench}.{'ar_' if kind == 'ar' else ''}{variant}pass_at_1"
         ev.update_results_json(args.results, name, round(report.pass_at_1, 4), "fraction",
                                report.device, _command(args))
         print(f"recorded {name} = {report.pass_at_1:.4f} in {args.results}", file=sys.stderr)

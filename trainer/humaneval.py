@@ -6,6 +6,7 @@ itself), `suffix` the solution lines after it. `program(completion)` is the text
 against the problem's tests: prefix + completion + "\\n" + suffix + test code + `check(entry_point)`.
 
 - Q1 (`q1_tasks`): every non-blank line of every canonical solution, held out in turn: 1033 tasks.
+  `mid_word` moves the cursor inside the line's first word (the editor's usual case while typing).
 - Q2 (`q2_tasks`): a fixed, seeded sample of spans of 2-6 consecutive lines. A span starts on a
   non-blank line, holds at least two non-blank lines, and none of its lines is indented less than
   its first one (the block-mode stop ends a completion at such a dedent, so a span crossing one
@@ -14,7 +15,9 @@ against the problem's tests: prefix + completion + "\\n" + suffix + test code + 
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -86,6 +89,22 @@ def q1_tasks(problems: dict[str, dict] | None = None) -> list[InfillTask]:
         lines = _solution_lines(p)
         tasks += [_task(pid, p, lines, i, i + 1) for i, line in enumerate(lines) if line.strip()]
     return tasks
+
+
+def mid_word(tasks: list[InfillTask], seed: int = 0) -> list[InfillTask]:
+    """Q1 with the cursor inside the held-out line's first word, as while the user types it
+    (`    ret|urn result`): a seeded cut strictly inside the first identifier of 2+ characters; the
+    typed part joins the prefix, the rest is the target. Lines with no such word are left out."""
+    rng = random.Random(seed)
+    out = []
+    for t in tasks:
+        m = re.search(r"[A-Za-z_]\w+", t.target)
+        if m is None:
+            continue
+        k = rng.randrange(m.start() + 1, m.end())
+        out.append(dataclasses.replace(t, task_id=t.task_id + f":c{k}", prefix=t.prefix + t.target[:k],
+                                       target=t.target[k:]))
+    return out
 
 
 def _valid_span(lines: list[str], start: int, stop: int) -> bool:

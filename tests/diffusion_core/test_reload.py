@@ -13,14 +13,14 @@ import torch
 from dllm_ls.diffusion_core.checkpoint import save_checkpoint
 from dllm_ls.diffusion_core.daemon import watch_checkpoint
 from dllm_ls.diffusion_core.model import ModelConfig, Transformer
-from dllm_ls.diffusion_core.sampler import Sampler
+from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 from dllm_ls.diffusion_core.service import CoreService
 
 PREFIX = "def mean(xs):\n    total = 0\n    for x in xs:\n        "
 
 
 def cold(model, tokenizer):
-    s = Sampler(model, tokenizer)
+    s = Sampler(model, tokenizer, SamplerConfig.for_server())  # the core's decoder
     return s.complete(PREFIX, mode="block", cfg=dataclasses.replace(s.cfg, max_tokens=16))
 
 

@@ -21,7 +21,8 @@ import torch.nn as nn
 
 
 class DocumentModel(nn.Module):
-    """Predicts, at the k-th generated position, the k-th token of the rest of `document`."""
+    """Predicts, at the k-th position of a block, the k-th token of the rest of `document` after
+    the clean text before the block."""
 
     def __init__(self, tokenizer, document: str, cfg):
         super().__init__()
@@ -33,24 +34,25 @@ class DocumentModel(nn.Module):
         self.tok, self.document = tokenizer, document
         self._targets: dict[tuple, list[int]] = {}
 
-    def _target(self, prompt: tuple) -> list[int]:
-        if prompt not in self._targets:
-            p = len(prompt) - 1 - prompt[::-1].index(self.tok.fim_prefix_id) if self.tok.fim_prefix_id in prompt else -1
-            prefix = self.tok.decode(list(prompt[p + 1:-1])) if p >= 0 else ""
-            rest = self.document[len(prefix):] if self.document.startswith(prefix) else ""
-            self._targets[prompt] = (self.tok.encode(rest) if rest else []) + [self.tok.eos_id]
-        return self._targets[prompt]
+    def _target(self, clean: tuple) -> list[int]:
+        """The rest of the document after the clean text (the prefix, then what the middle holds:
+        a healed prompt's line head, the finished blocks), as tokens, then eos."""
+        if clean not in self._targets:
+            t = self.tok
+            p = len(clean) - 1 - clean[::-1].index(t.fim_prefix_id) if t.fim_prefix_id in clean else -1
+            mid = clean.index(t.fim_middle_id, p + 1)
+            text = t.decode(list(clean[p + 1:mid])) + t.decode(list(clean[mid + 1:])) if p >= 0 else ""
+            rest = self.document[len(text):] if self.document.startswith(text) else ""
+            self._targets[clean] = (t.encode(rest) if rest else []) + [t.eos_id]
+        return self._targets[clean]
 
     def step(self, clean, block, cache):
         ids = list(cache.tokens) + clean[0].tolist()
         cache.advance(clean.shape[1])
-        mid = len(ids) - 1 - ids[::-1].index(self.tok.fim_middle_id)
-        target = self._target(tuple(ids[: mid + 1]))
-        start = len(ids) - mid - 1  # generated tokens already clean
+        target = self._target(tuple(ids))  # block position k writes the k-th token of the rest
         out = torch.full((block.shape[1], self.cfg.vocab_size), -30.0)
-        for row in range(block.shape[1]):
-            k = start + row
-            out[row, target[k] if k < len(target) else self.tok.eos_id] = 0.0
+        for k in range(block.shape[1]):
+            out[k, target[k] if k < len(target) else self.tok.eos_id] = 0.0
         return out[None]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dllm_ls.diffusion_core.checkpoint import load_checkpoint
-from dllm_ls.diffusion_core.sampler import Sampler
+from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 from dllm_ls.lsp_server.core_client import CompletionRequest, CoreError, SocketCore
 from dllm_ls.lsp_server.settings import parse_settings
 
@@ -43,7 +43,7 @@ def sock():
 
 def test_starts_one_core_for_two_racing_servers_then_recovers_from_kill_9(sock, tiny_checkpoint):
     model, tok = load_checkpoint(tiny_checkpoint)
-    s = Sampler(model, tok)
+    s = Sampler(model, tok, SamplerConfig.for_server())  # the core's decoder
     expected = s.complete(PREFIX, SUFFIX, mode="block", cfg=dataclasses.replace(s.cfg, max_tokens=12))
 
     async def go():

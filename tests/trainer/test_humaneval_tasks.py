@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from dllm_ls.trainer.humaneval import Q1_TASK_COUNT, indent_width, load_problems, q1_tasks, q2_tasks, subsample
+from dllm_ls.trainer.humaneval import (Q1_TASK_COUNT, indent_width, load_problems, mid_word, q1_tasks, q2_tasks,
+                                      subsample)
 from dllm_ls.trainer.sandbox import SandboxConfig, SandboxPool, run_program
 
 
@@ -29,6 +30,18 @@ def test_q1_tasks_rebuild_the_solution(q1):
         assert t.prefix.endswith("\n") and t.target.strip() and "\n" not in t.target
         assert t.prefix + t.target + "\n" + t.suffix == p["prompt"] + p["canonical_solution"]
         assert t.program(t.target).endswith(f"check({p['entry_point']})\n")
+
+
+def test_mid_word_moves_the_cursor_inside_the_first_word(q1):
+    mid = mid_word(q1)
+    assert 950 <= len(mid) < len(q1) and mid == mid_word(q1)  # seeded
+    by_id = {t.task_id: t for t in q1}
+    for t in mid:
+        line = by_id[t.task_id.rsplit(":", 1)[0]]
+        typed = t.prefix[len(line.prefix):]
+        assert t.prefix + t.target == line.prefix + line.target  # the same program, the cursor moved
+        assert "\n" not in typed and typed.strip()  # part of the line, past its indentation
+        assert (typed[-1].isalnum() or typed[-1] == "_") and (t.target[0].isalnum() or t.target[0] == "_")
 
 
 def test_ground_truth_passes_and_wrong_lines_fail(q1):

@@ -15,6 +15,8 @@ def add_model_arguments(p: argparse.ArgumentParser):
     p.add_argument("--rule", choices=["threshold", "factor"], default="threshold", help="commit rule")
     p.add_argument("--factor", type=float, default=1.0, help="factor of the factor rule")
     p.add_argument("--confidence", choices=["maxprob", "margin", "entropy"], default="maxprob")
+    p.add_argument("--no-token-healing", dest="token_healing", action="store_false",
+                   help="cut the prompt at the cursor (default: heal the word the cursor is in, as the server does)")
 
 
 def load_sampler(args):
@@ -29,5 +31,5 @@ def load_sampler(args):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_checkpoint(resolve_checkpoint(args.checkpoint), device=device)
     cfg = SamplerConfig(block_size=args.block_size, threshold=args.threshold, rule=args.rule,
-                        factor=args.factor, confidence=args.confidence)
+                        factor=args.factor, confidence=args.confidence, token_healing=args.token_healing)
     return Sampler(model, tok, cfg), cfg

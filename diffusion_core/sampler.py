@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..kernels import use_triton
@@ -146,7 +145,6 @@ class Sampler:
         nl = torch.zeros(V, dtype=torch.bool)
         nl[[i for i, t in enumerate(self.token_text) if "\n" in t]] = True
         self.newline = nl.to(self.device)
-        self._texts = np.array(self.token_text, dtype=object)
         self._heal_masks: dict[str, torch.Tensor] = {}
 
     def heal_mask(self, left: str) -> torch.Tensor:
@@ -159,9 +157,8 @@ class Sampler:
             banned = self.ban.cpu()
             m = torch.zeros(len(banned), dtype=torch.bool)
             for whole in (True, False):
-                ok = np.fromiter((t.startswith(left) if whole else (t != "" and left.startswith(t))
-                                  for t in self._texts), dtype=bool, count=len(self._texts))
-                m[: len(ok)] = torch.from_numpy(ok)
+                m[: len(self.token_text)] = torch.tensor(
+                    [t.startswith(left) if whole else (t != "" and left.startswith(t)) for t in self.token_text])
                 m &= ~banned
                 m[self.tok.eos_id] = False
                 if m.any():

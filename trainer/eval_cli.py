@@ -55,6 +55,9 @@ def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
     p.add_argument("--syntax-guard-alternatives", type=int, default=0, metavar="K",
                    help="with --syntax-guard: when that one commit still opens an error, try its position's "
                         "K runner-up tokens before keeping it")
+    p.add_argument("--after-indent", action="store_true",
+                   help="the cursor after the held-out text's indentation, as an editor puts it after Enter; "
+                        "--record names it Q1.after_indent_pass_at_1 (Q2 alike)")
     p.add_argument("--no-token-healing", dest="token_healing", action="store_false",
                    help="prompt cut at the cursor (SamplerConfig.token_healing off; it changes nothing when "
                         "the cursor is at a line start, as in Q1 and Q2)")
@@ -142,7 +145,7 @@ def run(args) -> int:
         return _run_loss(args, ev)
     if args.bench == "q3":
         return _run_q3(args, ev)
-    from .humaneval import mid_word, q1_tasks, q2_tasks, subsample
+    from .humaneval import after_indent, mid_word, q1_tasks, q2_tasks, subsample
     from .sandbox import SandboxConfig
 
     bench = args.bench.upper()
@@ -158,6 +161,8 @@ def run(args) -> int:
     if getattr(args, "mid_word", False):
         tasks = mid_word(tasks)
         print(f"the cursor inside the first word: {len(tasks)} tasks", file=sys.stderr)
+    if args.after_indent:
+        tasks = after_indent(tasks)
     if not tasks:
         raise DllmError("no tasks to evaluate (--limit 0?)")
     if args.oracle and args.record:
@@ -187,7 +192,8 @@ def run(args) -> int:
     if args.json:
         _write_json(args.json, report.to_json())
     if args.record:
-        variant = ("mid_word_" if getattr(args, "mid_word", False) else "") + ("" if args.token_healing else "no_healing_")
+        variant = (("mid_word_" if getattr(args, "mid_word", False) else "") + ("after_indent_" if args.after_indent else "")
+                   + ("" if args.token_healing else "no_healing_"))
         name = args.record if args.record != "auto" else f"{bench}.{'ar_' if kind == 'ar' else ''}{variant}pass_at_1"
         ev.update_results_json(args.results, name, round(report.pass_at_1, 4), "fraction",
                                report.device, _command(args))

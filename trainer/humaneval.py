@@ -6,7 +6,8 @@ itself), `suffix` the solution lines after it. `program(completion)` is the text
 against the problem's tests: prefix + completion + "\\n" + suffix + test code + `check(entry_point)`.
 
 - Q1 (`q1_tasks`): every non-blank line of every canonical solution, held out in turn: 1033 tasks.
-  `mid_word` moves the cursor inside the line's first word (the editor's usual case while typing).
+  `mid_word` moves the cursor inside the line's first word (the editor's usual case while typing),
+  `after_indent` (Q1 and Q2) after the indentation (where an editor puts it after Enter).
 - Q2 (`q2_tasks`): a fixed, seeded sample of spans of 2-6 consecutive lines. A span starts on a
   non-blank line, holds at least two non-blank lines, and none of its lines is indented less than
   its first one (the block-mode stop ends a completion at such a dedent, so a span crossing one
@@ -104,6 +105,16 @@ def mid_word(tasks: list[InfillTask], seed: int = 0) -> list[InfillTask]:
         k = rng.randrange(m.start() + 1, m.end())
         out.append(dataclasses.replace(t, task_id=t.task_id + f":c{k}", prefix=t.prefix + t.target[:k],
                                        target=t.target[k:]))
+    return out
+
+
+def after_indent(tasks: list[InfillTask]) -> list[InfillTask]:
+    """The cursor after the held-out text's indentation, where an editor puts it after Enter: the
+    first line's leading whitespace joins the prefix."""
+    out = []
+    for t in tasks:
+        k = len(t.target) - len(t.target.lstrip(" \t"))
+        out.append(dataclasses.replace(t, task_id=t.task_id + ":i", prefix=t.prefix + t.target[:k], target=t.target[k:]))
     return out
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from dllm_ls.trainer.humaneval import (Q1_TASK_COUNT, indent_width, load_problems, mid_word, q1_tasks, q2_tasks,
-                                      subsample)
+from dllm_ls.trainer.humaneval import (Q1_TASK_COUNT, after_indent, indent_width, load_problems, mid_word, q1_tasks,
+                                      q2_tasks, subsample)
 from dllm_ls.trainer.sandbox import SandboxConfig, SandboxPool, run_program
 
 
@@ -42,6 +42,12 @@ def test_mid_word_moves_the_cursor_inside_the_first_word(q1):
         assert t.prefix + t.target == line.prefix + line.target  # the same program, the cursor moved
         assert "\n" not in typed and typed.strip()  # part of the line, past its indentation
         assert (typed[-1].isalnum() or typed[-1] == "_") and (t.target[0].isalnum() or t.target[0] == "_")
+
+
+def test_after_indent_puts_the_cursor_after_the_indentation(q1):
+    for t, a in zip(q1, after_indent(q1)):
+        assert a.prefix + a.target == t.prefix + t.target and a.target == t.target.lstrip()
+        assert a.prefix[len(t.prefix):] == " " * indent_width(t.target) and not a.target[0].isspace()
 
 
 def test_ground_truth_passes_and_wrong_lines_fail(q1):

@@ -169,6 +169,11 @@ class Sampler:
             self._heal_masks[left] = m
         return m
 
+    def heal_rest(self, left: str, token: int) -> str:
+        """What of the healed text `left` is still to be written after `token` (a heal_mask token)."""
+        written = self.token_text[token]
+        return "" if written.startswith(left) else left[len(written):]
+
     def new_cache(self) -> KVCache:
         return KVCache.for_model(self.model)
 
@@ -289,8 +294,7 @@ class Sampler:
                 logits.masked_fill_(~self.heal_mask(heal_left), float("-inf"))
             t = int(logits.argmax())
             if heal_left:
-                written = self.token_text[t]
-                heal_left = "" if written.startswith(heal_left) else heal_left[len(written):]
+                heal_left = self.heal_rest(heal_left, t)
             trace.steps += 1
             trace.tokens += 1
             trace.per_step.append(1)
@@ -418,8 +422,7 @@ class DecodeState:
         if self.guard is not None:
             trace.guard_ms = self.guard.ms
         if self.heal_left:
-            written = s.token_text[int(block[0, 0])]
-            self.heal_left = "" if written.startswith(self.heal_left) else self.heal_left[len(written):]
+            self.heal_left = s.heal_rest(self.heal_left, int(block[0, 0]))
         trace.steps += 1
         trace.tokens += n
         trace.per_step.append(n)

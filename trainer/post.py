@@ -68,7 +68,7 @@ from ..diffusion_core.model import Transformer
 from ..diffusion_core.tokenizer import Tokenizer
 from .data import SequenceSampler, TokenData
 from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, diffusion_batch, eval_batches,
-                         evaluate, loss_terms)
+                         evaluate, loss_terms, shift_sources)
 from .train import (MetricsLog, RunState, TrainConfig, TrainError, end_run, export, latest_checkpoint, load_init,
                     load_train_checkpoint, lr_at, make_optimizer, save_train_checkpoint, start_run, with_threads)
 
@@ -300,7 +300,7 @@ def _post_train(cfg: PostConfig) -> dict:
     if (Path(cfg.data_dir) / "val.meta.json").is_file() and cfg.eval_batches > 0:
         vs = SequenceSampler(TokenData.load(cfg.data_dir, "val", cfg.tokenizer), tok, cfg.data, seed=cfg.seed + 1)
         val_batches = list(eval_batches(vs, cfg.eval_batches, cfg.batch_size, cfg.eval_block_size, ar=False,
-                                        seed=cfg.seed))
+                                        seed=cfg.seed, shift=cfg.model.shift))
 
     torch.manual_seed(cfg.seed)
     net = Transformer(cfg.model).to(device)
@@ -369,12 +369,16 @@ def _post_train(cfg: PostConfig) -> dict:
             offset = torch.from_numpy(anchor % bs).to(device)
             bid, nblk = block_layout(L, bs, offset)
             gen = generated_positions(x0, special, (tok.fim_middle_id, tok.eos_id) if cfg.fim_only else None)
+            src = None
+            if cfg.model.shift:  # x_0[0] has no position before it: never generated
+                src = torch.from_numpy(shift_sources(L, bs, anchor % bs)).to(device)
+                gen[:, 0] = False
             mask = batch_mask({"offset": offset, "bs": bs}, L, False, device, flex)
             pos = batch_positions(x0.shape[0], L, False, device)
 
             def logits_fn(xt):
                 with autocast:
-                    return logits_mod(torch.cat([xt, x0], 1), pos, mask, L)
+                    return logits_mod(torch.cat([xt, x0], 1), pos, mask, L, src)
 
             net.eval()
             t0 = time.perf_counter()
@@ -430,7 +434,7 @@ def _post_train(cfg: PostConfig) -> dict:
                                augment_max=cfg.augment_max if cfg.stage == "distill" else 0.0, draw=draw,
                                generator=gen_t, rng=rng)
                 with autocast:
-                    ce = module(b["idx"], pos, mask, b["targets"])
+                    ce = module(b["idx"], pos, mask, b["targets"], src)
                 post_loss = (ce * b["weight"]).sum() / b["valid"].sum().clamp(min=1)
                 loss = post_loss
                 if cfg.data_weight > 0:
@@ -438,7 +442,7 @@ def _post_train(cfg: PostConfig) -> dict:
                                         rng=sampler.rng(state.step, dist.rank, 0, 6))
                     d = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
                     with autocast:
-                        ced = module(d["idx"], pos, mask, d["targets"])
+                        ced = module(d["idx"], pos, mask, d["targets"], src)
                     data_loss = loss_terms(ced, d)["loss"]
                     loss = loss + cfg.data_weight * data_loss
                     add("data_loss", data_loss.detach())

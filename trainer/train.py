@@ -97,6 +97,7 @@ class TrainConfig:
         self.data.seq_len = self.seq_len
         if self.ar != self.model.causal:
             raise TrainError("the AR baseline needs ModelConfig(causal=True) and diffusion causal=False")
+        self.objective.shift = self.model.shift
         if self.seq_len > self.model.max_seq_len:
             raise TrainError(f"seq_len {self.seq_len} exceeds the model's max_seq_len {self.model.max_seq_len}")
         if not self.ar and any(self.seq_len % b for b in self.objective.block_sizes):
@@ -332,7 +333,7 @@ def _train(cfg: TrainConfig) -> dict:
         val_sampler = SequenceSampler(TokenData.load(cfg.data_dir, "val", cfg.tokenizer), tok, cfg.data,
                                       seed=cfg.seed + 1)
         val_batches = list(eval_batches(val_sampler, cfg.eval_batches, cfg.batch_size, cfg.eval_block_size,
-                                        ar=cfg.ar, seed=cfg.seed))
+                                        ar=cfg.ar, seed=cfg.seed, shift=cfg.model.shift))
 
     torch.manual_seed(cfg.seed)
     net = Transformer(cfg.model).to(device)
@@ -431,7 +432,7 @@ def _train(cfg: TrainConfig) -> dict:
                 sync = nullcontext() if (dist.world == 1 or m == len(micro) - 1) else module.no_sync()
                 with sync:
                     with autocast:
-                        ce = module(b["idx"], batch_positions(B, L, cfg.ar, device), mask, b["targets"])
+                        ce = module(b["idx"], batch_positions(B, L, cfg.ar, device), mask, b["targets"], b.get("src"))
                     terms = loss_terms(ce, b)
                     (terms["loss"] / len(micro)).backward()
                 for k in ("loss", "mask_loss", "keep_loss", "edit_loss"):
@@ -548,11 +549,13 @@ def check_flex(net, cfg: TrainConfig, device, autocast) -> float:
 
 
 def load_init(net, cfg: TrainConfig):
-    """Copy the weights of the export cfg.init into net (its model config must be cfg.model)."""
+    """Copy the weights of the export cfg.init into net (its model config must be cfg.model, but
+    for `causal` and `shift`: an AR export may start a diffusion run and the other way round)."""
     from ..diffusion_core.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(cfg.init, dtype=torch.float32)
-    if asdict(model.cfg) != asdict(cfg.model):
+    same = {"causal": cfg.model.causal, "shift": cfg.model.shift}
+    if asdict(model.cfg) | same != asdict(cfg.model):
         raise TrainError(f"{cfg.init}: its model config differs from the one asked for")
     net.load_state_dict(model.state_dict())
 

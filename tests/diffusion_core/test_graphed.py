@@ -17,11 +17,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = [("def f(x):\n    return ", "\n"), ("class A:\n    def g(self):\n        ", "\n\nx = A()\n")]
 
 
-def _model(tokenizer, seed: int, causal: bool = False) -> Transformer:
+def _model(tokenizer, seed: int, causal: bool = False, shift: bool = False) -> Transformer:
     """A tiny random model; seeds 1 and 3 (with eos and newline made likelier) stop on eol/dedent and
     on eos, seed 0 runs to max_tokens: every way a completion ends."""
     torch.manual_seed(seed)
-    m = Transformer(ModelConfig.from_name("test", causal=causal)).eval()
+    m = Transformer(ModelConfig.from_name("test", causal=causal, shift=shift)).eval()
     with torch.no_grad():
         m.tok_emb.weight[tokenizer.eos_id] *= 2
         m.tok_emb.weight[tokenizer.encode("\n")[0]] *= 3
@@ -94,9 +94,9 @@ def test_wrong_model_kind_is_refused(tokenizer):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("causal", [False, True])
-def test_cuda_graph_replays_equal_eager_steps_and_the_sampler(tokenizer, causal):
-    m = _model(tokenizer, 1, causal=causal).cuda()
+@pytest.mark.parametrize("causal,shift", [(False, False), (True, False), (False, True)])
+def test_cuda_graph_replays_equal_eager_steps_and_the_sampler(tokenizer, causal, shift):
+    m = _model(tokenizer, 1, causal=causal, shift=shift).cuda()
     cfg = SamplerConfig(block_size=8, threshold=0.3, max_tokens=30)
     s = Sampler(m, tokenizer, cfg)
     g, e = graphed(s, cfg, use_graphs=True), graphed(s, cfg, use_graphs=False)

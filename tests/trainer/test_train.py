@@ -244,3 +244,20 @@ def test_torchrun_ddp_on_cpu_and_resume_at_another_world_size(tmp_path):
     assert summary["steps"] == 8 and not summary["stopped_early"]
     steps = [m["step"] for m in metrics(run) if "loss" in m]
     assert steps == sorted(steps) and steps[-1] == 8  # one run, continued
+
+
+def test_an_ar_export_starts_a_shift_diffusion_run(data, tmp_path):
+    """An AR export's weights start a diffusion run (`init`, causal differs): with `shift` its head
+    keeps its meaning, so the first diffusion loss is far below a fresh model's."""
+    root, _ = data
+    train(config(root, tmp_path / "ar", ar=True, max_steps=40, lr=3e-3))
+    fresh = config(root, tmp_path / "fresh", max_steps=1, edit_frac=0.0)
+    fresh.model = ModelConfig(vocab_size=512, n_layer=2, n_head=2, dim=32, max_seq_len=64, shift=True)
+    train(fresh)
+    adapted = config(root, tmp_path / "adapted", max_steps=1, edit_frac=0.0, init=str(tmp_path / "ar" / "export"))
+    adapted.model = fresh.model
+    train(adapted)
+    first = lambda out: next(r["mask_loss"] for r in metrics(out) if "mask_loss" in r)  # noqa: E731
+    assert first(tmp_path / "adapted") < first(tmp_path / "fresh") - 0.5
+    cfg, _ = load_config(tmp_path / "adapted" / "export")
+    assert cfg.shift and not cfg.causal

@@ -10,5 +10,5 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-d
 export PYTHONPATH=/tmp/site
 
 shipped_checkpoint() {  # the package's default model (an export directory)
-  python3 -c "from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT as d; print(d)"
+  (cd /tmp && python3 -c "from dllm_ls.diffusion_core.checkpoint import DEFAULT_CHECKPOINT as d; print(d)")  # not the checkout: its dllm_ls/ shadows the package
 }

@@ -84,7 +84,7 @@ def build_healed_prompt(tok: Tokenizer, prefix: str, suffix: str, window: Prompt
     return suffix_ids + ids[: len(ids) - n] + [tok.fim_middle_id], text
 
 
-def _wordish(c: str) -> bool:
+def word_char(c: str) -> bool:
     return c.isalnum() or c == "_"
 
 
@@ -108,7 +108,7 @@ def heal_split(tok: Tokenizer, ids: list[int], max_tokens: int = 4, max_chars: i
             break
         n += 1
         before = texts[len(texts) - 1 - n] if n < len(texts) else ""
-        if not (before and _wordish(before[-1]) and _wordish(t[0])):
+        if not (before and word_char(before[-1]) and word_char(t[0])):
             break
     if n == 0:
         return 0, ""

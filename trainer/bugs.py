@@ -37,6 +37,7 @@ import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..diffusion_core.prompt import word_char
 from ..diffusion_core.refactor import line_starts
 
 CATEGORIES = ("operator", "comparison", "off_by_one", "wrong_name", "swapped_args",
@@ -322,7 +323,7 @@ class _Sites:
             before, after = self.doc[s - 1:s], self.doc[e:e + 1]
             if before == " " and after == " ":
                 e += 1  # `a + b` -> `a b`, not `a  b`
-            join = (before.isalnum() or before == "_") and (after.isalnum() or after == "_")
+            join = word_char(before) and word_char(after)
             out.append(((s, e, self.doc[s:e]), [" " if join else ""]))
         return out
 
@@ -333,9 +334,8 @@ class _Sites:
             after = self.doc[e:e + 1]
             reps = []
             for v in vocab:
-                word = v[0].isalnum() or v[0] == "_"
-                sep = " " if word and (string[-1].isalnum() or string[-1] == "_") else ""
-                tail = " " if (v[-1].isalnum() or v[-1] == "_") and (after.isalnum() or after == "_") else ""
+                sep = " " if word_char(v[0]) and word_char(string[-1]) else ""
+                tail = " " if word_char(v[-1]) and word_char(after) else ""
                 reps.append(string + sep + v + tail)
             out.append(((s, e, string), reps))
         return out

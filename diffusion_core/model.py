@@ -247,6 +247,8 @@ class Transformer(nn.Module):
         (B, len(rows), V) and the last layer (past its keys and values) and the tied head run
         over those positions only. The logits are the same numbers either way (see `_keep`).
         The clean positions never get logits (nobody reads them): the head runs over the block.
+        A shift model (`ModelConfig.shift`) reads block row r at position n-1+r, row 0 of a step
+        without clean tokens at `cache.bound`, and keeps the last clean token's state there.
         """
         B, n = clean.shape
         b = block.shape[1]
@@ -257,9 +259,13 @@ class Transformer(nn.Module):
         positions = torch.arange(P, P + n + b, device=idx.device).unsqueeze(0).expand(B, -1)
         mask = step_mask(P, n, b, causal_block=self.cfg.causal, device=idx.device)
         want = torch.arange(b, device=idx.device) if rows is None else rows.to(idx.device)
-        if self.cfg.shift:
-            return self._step_shift(idx, positions, mask, cache, n, want)
-        keep, take = _keep(want + n, n, b)
+        shift = self.cfg.shift  # block row r from the output at n-1+r; -1 (n = 0): the cache's bound
+        from_bound = shift and n == 0 and len(want) > 0 and int(want[0]) == 0
+        if from_bound and cache.bound is None:
+            raise ValueError(NO_BOUND)
+        src = (want[1:] - 1 if from_bound else want + n - 1) if shift else want + n
+        need = torch.cat([src, src.new_tensor([n - 1])]).unique() if shift and n > 0 else src  # + the new bound
+        keep, take = _keep(need, n, b)
         x = self.tok_emb(idx)  # (B, T, C)
         cos = self.rope_cos[positions].unsqueeze(1)  # (B, 1, T, D/2)
         sin = self.rope_sin[positions].unsqueeze(1)
@@ -267,35 +273,16 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache, i, n, keep if i == last else None)
         cache.advance(n)
-        logits = F.linear(self.norm(x), self.tok_emb.weight).float()  # tied head over the kept rows
-        return logits if take is None else logits[:, take]
-
-    def _step_shift(self, idx, positions, mask, cache: KVCache, n: int, want: torch.Tensor) -> torch.Tensor:
-        """`step` of a shift model: block row r from the output at n-1+r, where -1 (n = 0) is the
-        cache's last token, whose final hidden state the cache keeps (`KVCache.bound`)."""
-        from_bound = n == 0 and len(want) > 0 and int(want[0]) == 0
-        if from_bound and cache.bound is None:
-            raise ValueError("a shift model's step with no clean tokens needs the cache's last hidden "
-                             "state: feed the last clean token again")
-        src = want[1:] - 1 if from_bound else want + n - 1
-        need = torch.cat([src, src.new_tensor([n - 1])]).unique() if n > 0 else src  # + the new bound
-        keep, _ = _keep(need, n, idx.shape[1] - n)
-        x = self.tok_emb(idx)
-        cos = self.rope_cos[positions].unsqueeze(1)
-        sin = self.rope_sin[positions].unsqueeze(1)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, cache, i, n, keep if i == last else None)
-        cache.advance(n)
-        h = self.norm(x)  # (B, len(keep), C)
-        at = lambda p: torch.searchsorted(keep, p)  # noqa: E731 - rows of h
-        rows_h = h[:, at(src)]
+        h = self.norm(x)  # the kept rows
+        if not shift:
+            logits = F.linear(h, self.tok_emb.weight).float()  # tied head over the kept rows
+            return logits if take is None else logits[:, take]
+        rows_h = h[:, torch.searchsorted(keep, src)]
         if from_bound:
             rows_h = torch.cat([cache.bound[:, None].to(h.dtype), rows_h], dim=1)
         if n > 0:
-            cache.bound = h[:, int(at(src.new_tensor([n - 1])))].clone()
+            cache.bound = h[:, int(torch.searchsorted(keep, src.new_tensor(n - 1)))].clone()
         return F.linear(rows_h, self.tok_emb.weight).float()
-
 
     @torch.no_grad()
     def step_batch(self, items: list[tuple[torch.Tensor, torch.Tensor, KVCache]],
@@ -355,8 +342,7 @@ class Transformer(nn.Module):
             for (s0, n, _, _, cache), w in zip(segs, want):
                 if n == 0 and len(w) and int(w[0]) == 0:
                     if cache.bound is None:
-                        raise ValueError("a shift model's step with no clean tokens needs the cache's "
-                                         "last hidden state: feed the last clean token again")
+                        raise ValueError(NO_BOUND)
                     parts.append(torch.cat([cache.bound.to(h.dtype), h[s0 + w[1:] - 1]]))
                 else:
                     parts.append(h[s0 + n - 1 + w])
@@ -383,6 +369,8 @@ class Transformer(nn.Module):
         return self(clean, positions, mask=mask, cache=cache, n_append=n)[:, -1]
 
 
+NO_BOUND = ("a shift model's step with no clean tokens needs the cache's last hidden state: "
+            "feed the last clean token again")
 ROW_QUANTUM = 4  # rows are computed in multiples of 4: other counts may round differently (x86 CPU BLAS)
 
 

@@ -32,6 +32,24 @@ def test_speedup_takes_the_fastest_setting_within_one_point_of_ar():
     assert speedup(worse, "Q2") == {"speedup": None, "ar_pass_at_1": 0.5}
 
 
+def test_at_the_pass_floor_edit_similarity_decides():
+    """Q2's pass@1 is 0 for both small models: a setting must also be within a point of AR's edit
+    similarity, or any junk would qualify."""
+    rows = [{**_row("Q2", "ar", 100.0, 0.0), "edit_sim": 0.40},
+            {**_row("Q2", "diffusion", 900.0, 0.0, 64, 0.5), "edit_sim": 0.30},  # faster, but worse text
+            {**_row("Q2", "diffusion", 500.0, 0.0, 32, 0.7), "edit_sim": 0.395}]
+    s = speedup(rows, "Q2")
+    assert s["speedup"] == pytest.approx(5.0) and (s["edit_sim"], s["ar_edit_sim"]) == (0.395, 0.40)
+
+
+def test_edit_similarity():
+    from dllm_ls.trainer.eval import edit_similarity
+
+    assert edit_similarity("    return x\n", "    return x") == 1.0
+    assert edit_similarity("", "") == 1.0 and edit_similarity("abc", "") == 0.0
+    assert 0.0 < edit_similarity("    return y", "    return x") < 1.0
+
+
 def test_default_setting_runs_first():
     order = settings_order([4, 32, 64], [0.5, 0.9])
     assert order[0] == (32, 0.9) and len(order) == 6 and len(set(order)) == 6

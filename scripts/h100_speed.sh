@@ -3,7 +3,9 @@
 #
 #   bash scripts/h100_speed.sh AR_CHECKPOINT_DIR [LIMIT]
 #
-# carry: [".whl", "<the AR checkpoint dir>"]   (.whl: scripts/device_wheels.sh; pytest is among them)
+# carry: [".whl", "<the AR checkpoint dir, or a .tgz of it>"]   (.whl: scripts/device_wheels.sh; pytest is
+# among them). The checkout (33.6 MB with the default model), an AR export (31 MB) and the wheels
+# (4 MB) are over the 64 MiB a call carries: pack the export, `tar czf runs/ar.tgz -C DIR .` (25 MB).
 # The diffusion model is the shipped one (diffusion_core/weights/default/, or CKPT=DIR).
 #
 #   1. installs the checkout (+ .whl/*.whl) into /tmp/site_speed, runs from /tmp (the checkout's
@@ -25,6 +27,10 @@ export PYTHONUNBUFFERED=1
 START=$SECONDS
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 AR=${1:?usage: bash scripts/h100_speed.sh AR_CHECKPOINT_DIR [LIMIT]}
+if [ -f "$AR" ]; then  # a .tgz of the export (gzip saves a fifth of bf16 weights: room for the wheels)
+  mkdir -p /tmp/ar_export && tar xzf "$AR" -C /tmp/ar_export || { echo "cannot unpack $AR"; exit 2; }
+  AR=/tmp/ar_export
+fi
 AR=$(cd "$AR" && pwd) || { echo "no AR checkpoint directory: $1"; exit 2; }
 LIMIT=${2:-${LIMIT:-80}}
 TOTAL_S=${TOTAL_S:-285}

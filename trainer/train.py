@@ -12,8 +12,11 @@ loadable by `diffusion_core.checkpoint.load_checkpoint`).
 
 With a time budget (`max_minutes`) the first `probe_steps` steps are timed (they are real
 training steps, inside the LR warm-up, which does not depend on the total) and the total is set
-from the measured step time so that the 80/20 split holds; the loop still stops and exports when
-the time is up.
+from the measured step time so that the 80/20 split holds. At each evaluation the total is
+planned again from the steps run since the last plan (`_replan`): when the run is slower than the
+probe said (another run sharing the GPU that was still compiling during the probe), the total
+shrinks, and with it the edit stage's start, so the run still ends with its edit stage. The loop
+still stops and exports when the time is up.
 
 Checkpoints (OUT/checkpoints/step_N/, written to a temp dir then renamed; `latest` names the
 newest): the model via `save_checkpoint` (fp32), optim.safetensors (the AdamW moments, flattened,
@@ -400,6 +403,7 @@ def _train(cfg: TrainConfig) -> dict:
     loader = stream_from(state.step)
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
     probing = state.total_steps is None
+    plan = None  # (step, time) of the last plan of the total; not at a session's start (compiling)
     step_times: list[float] = []
     acc = {k: torch.zeros((), device=device) for k in ("loss", "mask_loss", "keep_loss", "edit_loss", "grad_norm")}
     acc_n, acc_flops, acc_tokens, t_log = 0, 0.0, 0, time.perf_counter()
@@ -461,6 +465,7 @@ def _train(cfg: TrainConfig) -> dict:
                                                           budget_s, dist)
                     state.edit_start = _edit_start(state.total_steps, cfg)
                     probing = False
+                    plan = (state.step, time.perf_counter())
                     loader = stream_from(state.step)
                     if bar is not None:
                         bar.total = state.total_steps
@@ -492,6 +497,24 @@ def _train(cfg: TrainConfig) -> dict:
                 net.train()
                 log.write({"step": state.step, "val_loss": round(last_val, 5), "tokens": state.tokens})
                 t_log += time.perf_counter() - te  # evaluation time is not training time
+            if budget_s is not None and not probing and state.step % cfg.eval_every == 0 \
+                    and state.step < state.total_steps:  # every rank: the plan must agree
+                now = time.perf_counter()
+                if plan is None:
+                    plan = (state.step, now)
+                elif state.step - plan[0] >= 10:  # a rate over a few steps at least
+                    total = _replan(cfg, state, (state.step - plan[0]) / (now - plan[1]),
+                                    budget_s - (now - t_session), dist)
+                    if total < state.total_steps:
+                        if dist.main:
+                            print(f"re-planned: {state.total_steps} -> {total} steps (slower than planned)")
+                        state.total_steps = total
+                        if state.step < state.edit_start:
+                            state.edit_start = max(state.step, _edit_start(total, cfg))
+                        loader = stream_from(state.step)
+                        if bar is not None:
+                            bar.total = total
+                    plan = (state.step, now)
             if state.step % cfg.ckpt_every == 0 and state.step != state.total_steps:
                 checkpoint()
             if budget_s is not None and not probing and time.perf_counter() - t_session > budget_s:
@@ -577,6 +600,20 @@ def _total_from_probe(cfg: TrainConfig, state: RunState, times: list[float], ela
     if cfg.max_steps:
         n = min(n, cfg.max_steps)
     n = max(n, state.step + 1)
+    if dist.world > 1:  # every rank must run the same number of steps
+        import torch.distributed as tdist
+
+        t = torch.tensor([n], device="cuda" if torch.cuda.is_available() else "cpu")
+        tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+        n = int(t)
+    return n
+
+
+def _replan(cfg: TrainConfig, state: RunState, steps_per_s: float, left_s: float, dist: _Dist) -> int:
+    """The total steps that fit the time left at the rate since the last plan (evaluations
+    included); never more than the current total, never less than the next step."""
+    reserve = min(20.0 + 0.02 * cfg.max_minutes * 60, 0.1 * cfg.max_minutes * 60)
+    n = min(state.total_steps, state.step + 1 + int(max(0.0, left_s - reserve) * steps_per_s))
     if dist.world > 1:  # every rank must run the same number of steps
         import torch.distributed as tdist
 

@@ -116,6 +116,41 @@ def test_time_budget_sets_the_total_and_keeps_the_stage_split(data, tmp_path):
     assert wall < 0.1 * 60 + 15  # the budget, plus the final checkpoint and export
 
 
+def test_a_run_slower_than_its_probe_is_replanned_and_keeps_its_edit_stage(data, tmp_path, monkeypatch, capsys):
+    """Steps that slow down after the probe (another run sharing the GPU stops compiling) shrink
+    the total at the next evaluation, so the run still reaches its edit stage and ends in time."""
+    import dllm_ls.trainer.train as train_mod
+
+    root, _ = data
+    real, n = train_mod.loss_terms, [0]
+
+    def slow(*a, **k):
+        n[0] += 1
+        if n[0] > 6:
+            time.sleep(0.3)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "loss_terms", slow)
+    t0 = time.perf_counter()
+    s = train(config(root, tmp_path, max_steps=None, max_minutes=0.25, probe_steps=6, warmup_steps=2,
+                     eval_every=8, log_every=1))
+    assert "re-planned" in capsys.readouterr().out
+    assert not s["stopped_early"] and s["steps"] == s["total_steps"] and s["edit_start"] < s["steps"]
+    assert any(r.get("stage") == "edit" for r in metrics(tmp_path))
+    assert time.perf_counter() - t0 < 0.25 * 60 + 20
+
+
+def test_replan_only_shrinks():
+    from dllm_ls.trainer.train import RunState, _Dist, _replan
+
+    cfg = TrainConfig(data_dir="d", tokenizer="t", out_dir="o", max_steps=None, max_minutes=10)
+    st = RunState(step=100, total_steps=1000)
+    reserve = min(20 + 0.02 * 600, 60)
+    assert _replan(cfg, st, steps_per_s=2.0, left_s=300.0, dist=_Dist()) == 100 + 1 + int((300 - reserve) * 2)
+    assert _replan(cfg, st, steps_per_s=50.0, left_s=300.0, dist=_Dist()) == 1000  # faster: unchanged
+    assert _replan(cfg, st, steps_per_s=2.0, left_s=0.0, dist=_Dist()) == 101
+
+
 def test_total_steps_from_the_probe():
     from dllm_ls.trainer.train import RunState, _Dist, _total_from_probe
 

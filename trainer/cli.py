@@ -236,6 +236,16 @@ def run(args) -> int:
 
         args.tokenizer = str(resolve_checkpoint(args.init) / "tokenizer.json")
     dist = _dist_init()
+    try:
+        return _run(args, dist)
+    finally:
+        # every rank ends its group before it exits: a gloo group left alive aborts the process at
+        # exit ("terminate called without an active exception") while rank 0 is still exporting
+        if dist is not None and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(args, dist) -> int:
     rank = int(os.environ.get("RANK", "0"))
     t_start = time.perf_counter()
     log = print if rank == 0 else (lambda *a, **k: None)

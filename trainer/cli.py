@@ -68,6 +68,12 @@ def add_arguments(p: argparse.ArgumentParser):
     s.add_argument("--threshold", type=float, default=0.9, help="the decoder's commit threshold (onpolicy)")
     s.add_argument("--data-weight", type=float, default=0.5, help="weight of the data's mask-stage ELBO")
     s.add_argument("--updates-per-rollout", type=int, default=2)
+    s.add_argument("--targets", choices=("teacher", "data"),
+                   help="distill: train towards a frozen copy of --init's chosen trajectories (teacher, the default) "
+                        "or towards the data along the current model's on-track states (data; onpolicy's only)")
+    s.add_argument("--distill-rules", metavar="T:TEMP,...",
+                   help="distill: the decoding rules sampled per batch, threshold:temperature pairs "
+                        "(default 0.9:0,0.7:0,0.5:0,0.9:0.7)")
     s.add_argument("--fim-only", action="store_true", help="roll out the FIM middles only (what an editor asks for)")
     t = p.add_argument_group("training")
     t.add_argument("--max-steps", type=int, help="total optimizer steps (default 2000; an upper bound with --max-minutes)")
@@ -317,11 +323,12 @@ def _post(args, tok_path: Path, data: Path, log, rank: int, t_start: float) -> i
     mcfg, _ = load_config(init)
     cfg = PostConfig(
         stage=args.stage, init=str(init), data_dir=str(data), tokenizer=str(tok_path),
-        out_dir=str(Path(args.out) / args.stage), model=mcfg, seq_len=args.seq_len, batch_size=args.batch_size,
+        out_dir=str(Path(args.out) / (args.name or args.stage)), model=mcfg, seq_len=args.seq_len, batch_size=args.batch_size,
         max_steps=args.max_steps, max_minutes=args.max_minutes, stop_at_step=args.stop_at_step,
         lr=args.lr if args.lr != 2e-3 else 3e-4, warmup_steps=args.warmup if args.warmup != 200 else 20,
         schedule=args.schedule, weight_decay=args.weight_decay, threshold=args.threshold,
         data_weight=args.data_weight, updates_per_rollout=args.updates_per_rollout, fim_only=args.fim_only,
+        targets=args.targets or "", **({"distill_rules": _rules(args.distill_rules)} if args.distill_rules else {}),
         data=SequenceConfig(seq_len=args.seq_len, p_fim=args.p_fim),
         eval_every=args.eval_every if args.eval_every != 250 else 50, eval_batches=args.eval_batches,
         ckpt_every=args.ckpt_every, log_every=args.log_every if args.log_every != 10 else 5, seed=args.seed,
@@ -333,6 +340,17 @@ def _post(args, tok_path: Path, data: Path, log, rank: int, t_start: float) -> i
         log(json.dumps(summary, indent=2))
         log(f"done in {time.perf_counter() - t_start:.1f} s")
     return 0
+
+
+def _rules(text: str) -> tuple[tuple[float, float], ...]:
+    """"0.9:0,0.7:0" -> ((0.9, 0.0), (0.7, 0.0))."""
+    try:
+        rules = tuple((float(t), float(temp)) for t, temp in (r.split(":") for r in text.split(",")))
+    except ValueError:
+        raise TrainCliError(f"--distill-rules: threshold:temperature pairs separated by commas, not {text!r}") from None
+    if not all(0 < t <= 1 and temp >= 0 for t, temp in rules):
+        raise TrainCliError(f"--distill-rules: thresholds in (0, 1], temperatures >= 0: {text!r}")
+    return rules
 
 
 def _smoke_decode(export_dir: Path, log):

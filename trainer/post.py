@@ -58,6 +58,7 @@ import json
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,7 @@ from .train import (MetricsLog, RunState, TrainConfig, TrainError, end_run, expo
                     load_train_checkpoint, lr_at, make_optimizer, save_train_checkpoint, start_run, with_threads)
 
 STAGES = ("distill", "onpolicy")
+TARGETS = ("teacher", "data")
 
 
 @dataclass(kw_only=True)
@@ -81,6 +83,7 @@ class PostConfig(TrainConfig):
     block_size: int = 32  # the decoder's block size (the sampler's default)
     threshold: float = 0.9  # the inference decoder's commit threshold (stage 4)
     distill_rules: tuple[tuple[float, float], ...] = ((0.9, 0.0), (0.7, 0.0), (0.5, 0.0), (0.9, 0.7))
+    targets: str = ""  # "teacher" (stage 3's default) or "data" (stage 4's, and its only choice)
     data_weight: float = 0.5  # weight of the mask-stage ELBO on the data
     post_keep_weight: float = 0.1  # CE weight of visible generated positions of a state (target: itself)
     augment_max: float = 0.1  # stage 3: edit augmentation share alpha ~ U[0, augment_max]
@@ -105,6 +108,12 @@ class PostConfig(TrainConfig):
             raise TrainError("post-training starts from a stage-2 export: give init")
         if not self.distill_rules:
             raise TrainError("distill_rules is empty")
+        self.targets = self.targets or ("teacher" if self.stage == "distill" else "data")
+        if self.targets not in TARGETS:
+            raise TrainError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
+        if self.stage == "onpolicy" and self.targets != "data":
+            raise TrainError("on-policy targets are the data: the current model's own outputs reward confidence, "
+                             "not correctness")
 
 
 # --- rollouts -----------------------------------------------------------------------------------
@@ -230,8 +239,10 @@ def syntax_errors(text: str) -> int:
 
 
 def verify_blocks(tok: Tokenizer, x0: np.ndarray, y: np.ndarray, bid: np.ndarray, tokens: np.ndarray,
-                  context: int = 48) -> np.ndarray:
-    """Bool (B, nblk): the generated block opens no syntax error that the data's block lacks."""
+                  context: int = 48, ref_cache: dict | None = None) -> np.ndarray:
+    """Bool (B, nblk): the generated block opens no syntax error that the data's block lacks.
+    ref_cache: a dict kept across calls on the same x0 (the data's counts, parsed once)."""
+    ref_cache = {} if ref_cache is None else ref_cache
     B, L = x0.shape
     ok = np.zeros(tokens.shape, dtype=bool)
     for b in range(B):
@@ -242,9 +253,10 @@ def verify_blocks(tok: Tokenizer, x0: np.ndarray, y: np.ndarray, bid: np.ndarray
                 ok[b, k] = True
                 continue
             lo, hi = max(0, s - context), min(L, e + context // 3)
-            ref = tok.decode(x0[b, lo:hi].tolist())
+            if (b, k) not in ref_cache:
+                ref_cache[b, k] = syntax_errors(tok.decode(x0[b, lo:hi].tolist()))
             new = tok.decode(np.concatenate([x0[b, lo:s], y[b, s:e], x0[b, e:hi]]).tolist())
-            ok[b, k] = syntax_errors(new) <= syntax_errors(ref)
+            ok[b, k] = syntax_errors(new) <= ref_cache[b, k]
     return ok
 
 
@@ -261,15 +273,17 @@ def on_track(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor,
 
 def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, keep: torch.Tensor, *,
                mask_id: int, keep_weight: float, augment_max: float, draw, generator: torch.Generator,
-               rng: np.random.Generator) -> dict:
+               rng: np.random.Generator, target: torch.Tensor | None = None) -> dict:
     """A training micro-batch of on-track states of the rollout `r`: for each block a step k
-    ~ U{0..on_track}, the state after k steps (every visible generated token is the data's own),
-    input [state ; x0], target x0: masked positions weight 1, visible generated ones keep_weight,
-    augmented (replaced) ones weight 1; blocks with keep False weigh nothing."""
+    ~ U{0..on_track}, the state after k steps (every visible generated token is the target's),
+    input [state ; x0], target `target` (default x0, the data; a teacher's rollout passes its own
+    y, and then every state of it is on track): masked positions weight 1, visible generated ones
+    keep_weight, augmented (replaced) ones weight 1; blocks with keep False weigh nothing."""
+    target = x0 if target is None else target
     nblk = r.steps.shape[1]
-    k = random_steps(on_track(r, x0, gen, bid, nblk) + 1, generator)
+    k = random_steps(on_track(r, target, gen, bid, nblk) + 1, generator)
     masked = state_at(r, gen, bid, k)
-    xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
+    xt = torch.where(masked, torch.full_like(x0, mask_id), target)
     corrupted = torch.zeros_like(masked)
     if augment_max > 0:
         alpha = torch.as_tensor(rng.uniform(0.0, augment_max, r.steps.shape), device=x0.device, dtype=torch.float32)
@@ -279,7 +293,7 @@ def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tenso
         if n:
             xt[corrupted] = torch.as_tensor(draw(rng, n), device=x0.device, dtype=xt.dtype)
     w = torch.where(masked | corrupted, 1.0, keep_weight) * gen * keep.gather(1, bid)
-    return {"idx": torch.cat([xt, x0], 1), "targets": x0, "weight": w.float(), "masked": masked,
+    return {"idx": torch.cat([xt, x0], 1), "targets": target, "weight": w.float(), "masked": masked,
             "corrupted": corrupted, "valid": gen & keep.gather(1, bid)}
 
 
@@ -305,6 +319,11 @@ def _post_train(cfg: PostConfig) -> dict:
     torch.manual_seed(cfg.seed)
     net = Transformer(cfg.model).to(device)
     load_init(net, cfg)
+    teacher = None
+    if cfg.targets == "teacher":  # a frozen copy of the stage-2 model: stage 3 distils its trajectories
+        teacher = Transformer(cfg.model).to(device)
+        load_init(teacher, cfg)
+        teacher.eval().requires_grad_(False)
     opt = make_optimizer(net, cfg, device)
     state = RunState(total_steps=None if cfg.max_minutes else cfg.max_steps)
     ck = latest_checkpoint(out)
@@ -318,9 +337,11 @@ def _post_train(cfg: PostConfig) -> dict:
     flex = device.type == "cuda" and cfg.compile
     module = TrainModule(net)
     logits_mod = module.logits
+    teacher_mod = TrainModule(teacher).logits if teacher is not None else None
     if flex:
         module = torch.compile(module)
         logits_mod = torch.compile(TrainModule(net).logits)
+        teacher_mod = torch.compile(teacher_mod) if teacher is not None else None
     eval_module = module
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -376,28 +397,34 @@ def _post_train(cfg: PostConfig) -> dict:
             mask = batch_mask({"offset": offset, "bs": bs}, L, False, device, flex)
             pos = batch_positions(x0.shape[0], L, False, device)
 
-            def logits_fn(xt):
+            def logits_fn(xt, fn=logits_mod):
                 with autocast:
-                    return logits_mod(torch.cat([xt, x0], 1), pos, mask, L, src)
+                    return fn(torch.cat([xt, x0], 1), pos, mask, L, src)
+
+            refs: dict = {}  # the data's syntax error counts, shared by every candidate's check
+
+            def verify(c: Rollout) -> torch.Tensor:
+                return torch.from_numpy(verify_blocks(tok, x0_np, c.y.cpu().numpy(), bid.cpu().numpy(),
+                                                      c.tokens.cpu().numpy(), cfg.verify_context, refs)).to(device)
 
             net.eval()
             t0 = time.perf_counter()
+            target = None  # the data
             if cfg.stage == "onpolicy":
                 r = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=cfg.threshold)
-                ok = torch.from_numpy(verify_blocks(tok, x0_np, r.y.cpu().numpy(), bid.cpu().numpy(),
-                                                    r.tokens.cpu().numpy(), cfg.verify_context)).to(device)
+                ok = verify(r)
                 keep = torch.ones_like(ok)  # every block has on-track states; syntax_ok is reported
                 greedy = r
             else:
+                roll_fn = logits_fn if teacher_mod is None else partial(logits_fn, fn=teacher_mod)
                 t_blk = torch.rand(x0.shape[0], nblk, device=device, generator=gen_t).clamp_(min=1e-3)
                 u = torch.rand(x0.shape, device=device, generator=gen_t)
                 cands, scores, oks = [], [], []
                 for th, temp in cfg.distill_rules:
-                    c = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=th,
+                    c = rollout(roll_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=th,
                                 temperature=temp, generator=gen_t)
-                    ok = torch.from_numpy(verify_blocks(tok, x0_np, c.y.cpu().numpy(), bid.cpu().numpy(),
-                                                        c.tokens.cpu().numpy(), cfg.verify_context)).to(device)
-                    sc = block_nelbo(logits_fn, c.y, gen, bid, nblk, mask_id=tok.mask_id, t=t_blk, u=u)
+                    ok = verify(c)
+                    sc = block_nelbo(roll_fn, c.y, gen, bid, nblk, mask_id=tok.mask_id, t=t_blk, u=u)
                     cands.append(c)
                     oks.append(ok)
                     scores.append(torch.where(ok, sc, torch.full_like(sc, float("inf"))))
@@ -411,6 +438,15 @@ def _post_train(cfg: PostConfig) -> dict:
                             tokens=cands[0].tokens)
                 greedy, ok = cands[0], oks[0]  # the first rule is the inference decoder: its figures are reported
                 add("chosen_greedy", float(((choice == 0) & keep).sum()) / max(1, int(keep.sum())))
+                if teacher_mod is not None:  # the student's own decoder is what the figures follow
+                    target = r.y
+                    t_has = greedy.tokens > 0
+                    add("teacher_steps_per_token",
+                        float(greedy.steps[t_has].sum()) / max(1, int(greedy.tokens[t_has].sum())))
+                    greedy = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban,
+                                     threshold=cfg.threshold)
+                    ok = verify(greedy)
+                    add("teacher_agree", float((gen & (greedy.y == r.y)).sum()) / max(1, int(gen.sum())))
             t_roll = time.perf_counter() - t0
             net.train()
             has = greedy.tokens > 0
@@ -432,7 +468,7 @@ def _post_train(cfg: PostConfig) -> dict:
                     g["lr"] = lr
                 b = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=cfg.post_keep_weight,
                                augment_max=cfg.augment_max if cfg.stage == "distill" else 0.0, draw=draw,
-                               generator=gen_t, rng=rng)
+                               generator=gen_t, rng=rng, target=target)
                 with autocast:
                     ce = module(b["idx"], pos, mask, b["targets"], src)
                 post_loss = (ce * b["weight"]).sum() / b["valid"].sum().clamp(min=1)
@@ -464,7 +500,7 @@ def _post_train(cfg: PostConfig) -> dict:
                 now = time.perf_counter()
                 state.train_seconds += now - t_log
                 per_roll = {"steps_per_token", "syntax_ok", "token_acc", "exact_blocks", "on_track_share", "reward",
-                            "rollout_s", "chosen_greedy"}
+                            "rollout_s", "chosen_greedy", "teacher_steps_per_token", "teacher_agree"}
                 rec = {"step": state.step, "stage": cfg.stage, "tokens": state.tokens,
                        "time": round(state.train_seconds, 3),
                        **{k: round(v / (n_roll if k in per_roll else max(1, acc_n)), 5) for k, v in acc.items()}}
@@ -519,14 +555,16 @@ def post_summary(out: Path, cfg: PostConfig, state: RunState, size: int, val: fl
     vals = [r for r in recs if "val_loss" in r]
     first, last = (train[0], train[-1]) if train else ({}, {})
     spt0, spt1 = first.get("steps_per_token"), last.get("steps_per_token")
-    return {"stage": cfg.stage, "init": cfg.init, "steps": state.step, "train_seconds": round(state.train_seconds, 2),
+    return {"stage": cfg.stage, "targets": cfg.targets, "init": cfg.init, "steps": state.step, "train_seconds": round(state.train_seconds, 2),
             "steps_per_token_first": spt0, "steps_per_token_last": spt1,
             "rollout_speedup": (spt0 / spt1) if spt0 and spt1 else None,
             "token_acc_first": first.get("token_acc"), "token_acc_last": last.get("token_acc"),
+            "teacher_agree_last": last.get("teacher_agree"),
             "val_loss_first": vals[0]["val_loss"] if vals else None, "val_loss_last": val,
             "export": str(out / "export"), "export_bytes": size, "seq_len": cfg.seq_len,
             "batch_size": cfg.batch_size, "block_size": cfg.block_size, "threshold": cfg.threshold}
 
 
 __all__ = ["PostConfig", "Rollout", "rollout", "block_layout", "generated_positions", "state_at", "random_steps",
-           "block_nelbo", "syntax_errors", "verify_blocks", "on_track", "post_batch", "post_train", "STAGES"]
+           "block_nelbo", "syntax_errors", "verify_blocks", "on_track", "post_batch", "post_train", "STAGES",
+           "TARGETS"]

@@ -15,7 +15,7 @@ from dllm_ls.trainer.post import (PostConfig, block_layout, block_nelbo, generat
                                   on_track, random_steps, rollout, state_at, syntax_errors,
                                   verify_blocks)
 from dllm_ls.diffusion_core.tokenizer import Tokenizer
-from dllm_ls.trainer.train import TrainConfig, train
+from dllm_ls.trainer.train import TrainConfig, TrainError, train
 
 MASK = 1
 
@@ -161,14 +161,22 @@ def post_config(root, model, stage, out, **kw) -> PostConfig:
     return PostConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("stage,fim_only", [("onpolicy", False), ("distill", False), ("onpolicy", True)])
-def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only):
+@pytest.mark.parametrize("stage,fim_only,targets", [("onpolicy", False, ""), ("distill", False, ""),
+                                                    ("distill", False, "data"), ("onpolicy", True, "")])
+def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only, targets):
     root, model, _ = run
-    summary = post_train(post_config(root, model, stage, tmp_path / stage, fim_only=fim_only))
+    summary = post_train(post_config(root, model, stage, tmp_path / stage, fim_only=fim_only, targets=targets))
+    assert summary["targets"] == ("teacher" if stage == "distill" and not targets else "data")
     recs = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in recs if "steps_per_token" in r]
     assert train_recs and all(0 < r["steps_per_token"] <= 1 and 0 <= r["token_acc"] <= 1 and r["reward"] >= 0
                               and 0 <= r["syntax_ok"] <= 1 for r in train_recs)
+    teacher = summary["targets"] == "teacher"  # the teacher's figures beside the student's
+    assert all(("teacher_agree" in r) == teacher and ("teacher_steps_per_token" in r) == teacher
+               for r in train_recs)
+    if teacher:
+        assert all(0 < r["teacher_steps_per_token"] <= 1 and 0 <= r["teacher_agree"] <= 1 for r in train_recs)
+        assert train_recs[0]["teacher_agree"] == 1.0  # one rollout in, student and teacher are one model
     assert [r for r in recs if "val_loss" in r][0]["step"] == 0  # the starting point is on the curve
     assert summary["steps"] == 6 and summary["stage"] == stage and (tmp_path / stage / "speedup.png").is_file()
     m, tok = load_checkpoint(tmp_path / stage / "export")
@@ -229,6 +237,101 @@ def test_the_surrogate_raises_the_confidence_of_the_right_tokens_at_visited_stat
         opt.step()
         opt.zero_grad()
     assert mean_logp() > before + 0.1
+
+
+def test_targets_default_per_stage_and_bad_ones_are_refused(run):
+    root, model, _ = run
+    assert post_config(root, model, "distill", "x").targets == "teacher"
+    assert post_config(root, model, "onpolicy", "x").targets == "data"
+    assert post_config(root, model, "distill", "x", targets="data").targets == "data"
+    with pytest.raises(TrainError, match="on-policy targets are the data"):
+        post_config(root, model, "onpolicy", "x", targets="teacher")
+    with pytest.raises(TrainError, match="targets must be one of"):
+        post_config(root, model, "distill", "x", targets="self")
+
+
+def test_distill_rules_from_the_command_line():
+    from dllm_ls.trainer.cli import TrainCliError, _rules
+
+    assert _rules("0.9:0,0.5:0.7") == ((0.9, 0.0), (0.5, 0.7))
+    for bad in ("0.9", "0.9:x", "1.5:0", "0.9:-1", ""):
+        with pytest.raises(TrainCliError, match="--distill-rules"):
+            _rules(bad)
+
+
+def test_teacher_targets_make_every_state_of_its_trajectory_a_training_state():
+    """With the teacher's output y as the target, a state after k steps shows y's tokens, even
+    where y is not the data: every step of the trajectory is on track, and the targets are y."""
+    B, L, bs = 1, 8, 4
+    x0 = torch.arange(8, 16).view(1, L)
+    tokens = x0.clone()
+    tokens[0, 0] = 3  # the teacher's first commit is not the data's token
+    conf = torch.tensor([[0.95, 0.2, 0.3, 0.99, 0.1, 0.15, 0.12, 0.11]])
+    bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
+    gen = torch.ones(B, L, dtype=torch.bool)
+    r = rollout(scripted(conf, tokens), x0, gen, bid, nblk, mask_id=MASK, ban=torch.zeros(16, dtype=torch.bool),
+                threshold=0.9)
+    keep = torch.ones(B, nblk, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    seen_data, seen_teacher = set(), set()
+    for i in range(40):
+        kw = dict(mask_id=MASK, keep_weight=0.1, augment_max=0.0, draw=None, generator=g,
+                  rng=np.random.default_rng(i))
+        d = post_batch(r, x0, gen, bid, keep, **kw)
+        t = post_batch(r, x0, gen, bid, keep, target=r.y, **kw)
+        seen_data.add(int(d["masked"][0, :4].sum()))
+        seen_teacher.add(int(t["masked"][0, :4].sum()))
+        assert (t["targets"] == r.y).all() and (t["idx"][:, L:] == x0).all()  # the context stays the data
+        xt = t["idx"][:, :L]
+        assert (xt[t["masked"]] == MASK).all() and (xt[~t["masked"]] == r.y[~t["masked"]]).all()
+    assert seen_data == {4}  # against the data only the all-mask state of block 1 is on track
+    assert seen_teacher == {4, 2, 1}  # against the teacher's y: all three states (steps 0, 1, 2)
+
+
+def test_distilling_the_teachers_trajectories_cuts_the_students_steps(run):
+    """Stage 3's loss on a frozen tiny model's own rollouts: after a few updates the student
+    decodes the same batch in fewer steps per token, and writes what the teacher wrote."""
+    root, model_cfg, tok = run
+    torch.manual_seed(0)
+    teacher, _ = load_checkpoint(root / "pre" / "export", dtype=torch.float32)
+    net, _ = load_checkpoint(root / "pre" / "export", dtype=torch.float32)
+    from dllm_ls.trainer.data import SequenceConfig, SequenceSampler, TokenData
+
+    data = TokenData.load(root / "data", "train", root / "tokenizer.json")
+    x0_np, anchor = SequenceSampler(data, tok, SequenceConfig(seq_len=64), seed=5).batch(0, 4)
+    x0 = torch.from_numpy(x0_np)
+    bs, L = 8, 64
+    offset = torch.from_numpy(anchor % bs)
+    bid, nblk = block_layout(L, bs, offset)
+    gen = generated_positions(x0, [i for i in tok.special_ids if i != tok.eos_id])
+    mask = batch_mask({"offset": offset, "bs": bs}, L, False, "cpu", False)
+    pos = batch_positions(4, L, False, "cpu")
+    ban = torch.zeros(512, dtype=torch.bool)
+    ban[[i for i in tok.special_ids if i != tok.eos_id]] = True
+    module = TrainModule(net)
+
+    def roll(m):
+        fn = lambda xt: TrainModule(m).logits(torch.cat([xt, x0], 1), pos, mask, L)  # noqa: E731
+        with torch.no_grad():
+            return rollout(fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=0.9)
+
+    def steps_per_token(r):
+        return float(r.steps.sum()) / float(r.tokens.sum())
+
+    r = roll(teacher)
+    keep = torch.ones(4, nblk, dtype=torch.bool)
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    for i in range(60):
+        b = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=0.1, augment_max=0.1,
+                       draw=data.token_draw(tok.special_ids), generator=g, rng=np.random.default_rng(i), target=r.y)
+        ce = module(b["idx"], pos, mask, b["targets"])
+        ((ce * b["weight"]).sum() / b["valid"].sum()).backward()
+        opt.step()
+        opt.zero_grad()
+    s = roll(net)
+    assert steps_per_token(s) < 0.5 * steps_per_token(r)
+    assert float((s.y == r.y)[gen].float().mean()) > 0.9
 
 
 def test_on_track_stops_before_the_first_wrong_commit():

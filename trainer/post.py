@@ -18,22 +18,27 @@ generated block and with the data's own block in place; the generated block pass
 count is not higher (windows cut code mid-construct, so only the comparison means something).
 Stage 3 keeps only candidates that pass it; both stages report the share that passes.
 
-The targets are the data's own tokens, and the states are the rollouts' on-track states: the
-state after k steps of a block's trajectory, for k up to the step of its first wrong commit
-(`on_track`), so every generated token visible in it is the file's own. The data is the
-verifier: training files have no tests, and a syntax check alone is no verifier (blank or
-repetitive text passes it). The first version trained towards the rollouts' own outputs,
+Targets. Stage 4 trains on the current model's on-track states, the state after k steps of a
+block's trajectory for k up to the step of its first wrong commit (`on_track`), towards the
+data's own tokens: the data is the verifier (training files have no tests, and a syntax check
+alone is no verifier: blank or repetitive text passes it). Stage 3 trains towards a frozen
+teacher's outputs (`targets="teacher"`, its default): the teacher is a copy of the stage-2 model
+that never changes, so its chosen trajectories are fixed targets and every state of them is on
+track. The first version of both stages trained the current model towards its own rollouts,
 filtered by the syntax check; on the H100 it cut the rollouts' steps per token 26x within ~80
-steps and wrote confident junk (Q1 0%): self-targets reward confidence, not correctness.
+steps and wrote confident junk (Q1 0%): self-targets of a moving model reward confidence, not
+correctness. `targets="data"` gives stage 3 the data as target instead (the session-3 version).
 
-Stage 3, constrained-order distillation (`stage="distill"`): for each batch, trajectories under
-several decoding rules (`distill_rules`: thresholds and sampling temperatures, so commit orders
-and outputs vary); each block's candidates are scored by their ELBO given the clean context
-(`block_nelbo`, one masked draw per block shared by all candidates: common random numbers) and
-the best one that opens no syntax error (`verify_blocks`) is kept; the model is fine-tuned on the
-kept trajectories' on-track states (a random k per block) with Seed's edit-style augmentation (a
-share alpha ~ U[0, augment_max] of the visible generated tokens replaced by random ones; target
-the data's token, weight 1).
+Stage 3, constrained-order distillation (`stage="distill"`): for each batch, the teacher's
+trajectories under several decoding rules (`distill_rules`: thresholds and sampling temperatures,
+so commit orders and outputs vary); each block's candidates are scored by their ELBO given the
+clean context (`block_nelbo`, one masked draw per block shared by all candidates: common random
+numbers) and the best one that opens no syntax error (`verify_blocks`) is kept; the student is
+fine-tuned on the kept trajectories' states (a random k per block) towards their outputs, with
+Seed's edit-style augmentation (a share alpha ~ U[0, augment_max] of the visible generated tokens
+replaced by random ones, weight 1). The teacher's rollouts do not go stale, so one batch of them
+feeds many updates (`updates_per_rollout`). The figures follow the student's own greedy rollout
+on the same batch (steps per token, agreement with the teacher's choice).
 
 Stage 4, on-policy step reduction (`stage="onpolicy"`): the current model rolls out the inference
 decoder (threshold, greedy); the reward of a block is its Levenshtein progress per step towards

@@ -78,6 +78,10 @@ def test_step_rows_are_the_same_numbers(one_thread, n_clean):
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=8192, n_layer=2, n_head=6, dim=384, max_seq_len=1024)).eval()
+    # bitwise only where this CPU's matmul rounds a row alike whatever the row count (AMD EPYC's
+    # does; an Intel Xeon's MKL/oneDNN kernels change with it by ~1 ulp): elsewhere 1e-5 and argmax
+    a, w = torch.randn(32, 384), torch.randn(8192, 384)
+    exact = torch.equal(torch.nn.functional.linear(a[:4], w), torch.nn.functional.linear(a, w)[:4])
     g = torch.Generator().manual_seed(n_clean)
     cache = KVCache.for_model(model)
     model.step(torch.randint(6, 8000, (1, 300), generator=g), torch.zeros(1, 0, dtype=torch.long), cache)
@@ -94,7 +98,11 @@ def test_step_rows_are_the_same_numbers(one_thread, n_clean):
             got = model.step(clean, block, cache, rows=rows)[0]
             assert cache.length == 300 + n_clean
             cache.truncate(300)
-            assert torch.equal(got, full[rows]), (b, rows.tolist())
+            if exact:
+                assert torch.equal(got, full[rows]), (b, rows.tolist())
+            else:
+                torch.testing.assert_close(got, full[rows], rtol=1e-5, atol=1e-5, msg=str((b, rows.tolist())))
+                assert torch.equal(got.argmax(-1), full[rows].argmax(-1)), (b, rows.tolist())
     # step_batch takes them too (its packed matmuls round differently: 1e-5, as for all batching)
     other = KVCache.for_model(model)
     block = torch.randint(6, 8000, (1, 16), generator=g)

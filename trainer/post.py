@@ -36,7 +36,11 @@ clean context (`block_nelbo`, one masked draw per block shared by all candidates
 numbers) and the best one that opens no syntax error (`verify_blocks`) is kept; the student is
 fine-tuned on the kept trajectories' states (a random k per block) towards their outputs, with
 Seed's edit-style augmentation (a share alpha ~ U[0, augment_max] of the visible generated tokens
-replaced by random ones, weight 1). The teacher's rollouts do not go stale, so one batch of them
+replaced by random ones, weight 1). With `horizon` h > 0 a state's loss covers only the positions
+that its trajectory commits within h steps: the student learns to commit in one step what the
+teacher commits in h, in the teacher's order (the constrained order), instead of guessing the
+whole block's output from a nearly empty state (which the first teacher runs learned: confident
+other predictions at the most-masked states, docs/results.md). The teacher's rollouts do not go stale, so one batch of them
 feeds many updates (`updates_per_rollout`). The figures follow the student's own greedy rollout
 on the same batch (steps per token, agreement with the teacher's choice).
 
@@ -92,6 +96,7 @@ class PostConfig(TrainConfig):
     data_weight: float = 0.5  # weight of the mask-stage ELBO on the data
     post_keep_weight: float = 0.1  # CE weight of visible generated positions of a state (target: itself)
     augment_max: float = 0.1  # stage 3: edit augmentation share alpha ~ U[0, augment_max]
+    horizon: int = 0  # > 0: a state's loss covers the positions its trajectory commits within this many steps
     verify_context: int = 48
     fim_only: bool = False  # roll out the FIM middles only (generated_positions' `middle`)
     updates_per_rollout: int = 2
@@ -116,6 +121,8 @@ class PostConfig(TrainConfig):
         self.targets = self.targets or ("teacher" if self.stage == "distill" else "data")
         if self.targets not in TARGETS:
             raise TrainError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
+        if self.horizon < 0:
+            raise TrainError(f"horizon must be >= 0, not {self.horizon}")
         if self.stage == "onpolicy" and self.targets != "data":
             raise TrainError("on-policy targets are the data: the current model's own outputs reward confidence, "
                              "not correctness")
@@ -278,12 +285,15 @@ def on_track(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor,
 
 def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, keep: torch.Tensor, *,
                mask_id: int, keep_weight: float, augment_max: float, draw, generator: torch.Generator,
-               rng: np.random.Generator, target: torch.Tensor | None = None) -> dict:
+               rng: np.random.Generator, target: torch.Tensor | None = None, horizon: int = 0) -> dict:
     """A training micro-batch of on-track states of the rollout `r`: for each block a step k
     ~ U{0..on_track}, the state after k steps (every visible generated token is the target's),
     input [state ; x0], target `target` (default x0, the data; a teacher's rollout passes its own
     y, and then every state of it is on track): masked positions weight 1, visible generated ones
-    keep_weight, augmented (replaced) ones weight 1; blocks with keep False weigh nothing."""
+    keep_weight, augmented (replaced) ones weight 1; blocks with keep False weigh nothing. With
+    horizon h > 0 a masked position weighs 1 only when the trajectory committed it within h steps
+    of the state (commit_step < k + h), else nothing: the state learns to commit what the
+    trajectory commits next, in its order, not to guess the whole block from few tokens."""
     target = x0 if target is None else target
     nblk = r.steps.shape[1]
     k = random_steps(on_track(r, target, gen, bid, nblk) + 1, generator)
@@ -298,6 +308,8 @@ def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tenso
         if n:
             xt[corrupted] = torch.as_tensor(draw(rng, n), device=x0.device, dtype=xt.dtype)
     w = torch.where(masked | corrupted, 1.0, keep_weight) * gen * keep.gather(1, bid)
+    if horizon > 0:
+        w = torch.where(masked & (r.commit_step >= k.gather(1, bid) + horizon), 0.0, w)
     return {"idx": torch.cat([xt, x0], 1), "targets": target, "weight": w.float(), "masked": masked,
             "corrupted": corrupted, "valid": gen & keep.gather(1, bid)}
 
@@ -473,7 +485,7 @@ def _post_train(cfg: PostConfig) -> dict:
                     g["lr"] = lr
                 b = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=cfg.post_keep_weight,
                                augment_max=cfg.augment_max if cfg.stage == "distill" else 0.0, draw=draw,
-                               generator=gen_t, rng=rng, target=target)
+                               generator=gen_t, rng=rng, target=target, horizon=cfg.horizon)
                 with autocast:
                     ce = module(b["idx"], pos, mask, b["targets"], src)
                 post_loss = (ce * b["weight"]).sum() / b["valid"].sum().clamp(min=1)

@@ -161,11 +161,12 @@ def post_config(root, model, stage, out, **kw) -> PostConfig:
     return PostConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("stage,fim_only,targets", [("onpolicy", False, ""), ("distill", False, ""),
-                                                    ("distill", False, "data"), ("onpolicy", True, "")])
-def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only, targets):
+@pytest.mark.parametrize("stage,fim_only,targets,horizon", [("onpolicy", False, "", 0), ("distill", False, "", 2),
+                                                            ("distill", False, "data", 0), ("onpolicy", True, "", 0)])
+def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only, targets, horizon):
     root, model, _ = run
-    summary = post_train(post_config(root, model, stage, tmp_path / stage, fim_only=fim_only, targets=targets))
+    summary = post_train(post_config(root, model, stage, tmp_path / stage, fim_only=fim_only, targets=targets,
+                                     horizon=horizon))
     assert summary["targets"] == ("teacher" if stage == "distill" and not targets else "data")
     recs = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in recs if "steps_per_token" in r]
@@ -248,6 +249,8 @@ def test_targets_default_per_stage_and_bad_ones_are_refused(run):
         post_config(root, model, "onpolicy", "x", targets="teacher")
     with pytest.raises(TrainError, match="targets must be one of"):
         post_config(root, model, "distill", "x", targets="self")
+    with pytest.raises(TrainError, match="horizon must be >= 0"):
+        post_config(root, model, "distill", "x", horizon=-1)
 
 
 def test_distill_rules_from_the_command_line():
@@ -273,7 +276,7 @@ def test_teacher_targets_make_every_state_of_its_trajectory_a_training_state():
                 threshold=0.9)
     keep = torch.ones(B, nblk, dtype=torch.bool)
     g = torch.Generator().manual_seed(0)
-    seen_data, seen_teacher = set(), set()
+    seen_data, seen_teacher, later = set(), set(), 0
     for i in range(40):
         kw = dict(mask_id=MASK, keep_weight=0.1, augment_max=0.0, draw=None, generator=g,
                   rng=np.random.default_rng(i))
@@ -284,13 +287,23 @@ def test_teacher_targets_make_every_state_of_its_trajectory_a_training_state():
         assert (t["targets"] == r.y).all() and (t["idx"][:, L:] == x0).all()  # the context stays the data
         xt = t["idx"][:, :L]
         assert (xt[t["masked"]] == MASK).all() and (xt[~t["masked"]] == r.y[~t["masked"]]).all()
+        h = post_batch(r, x0, gen, bid, keep, target=r.y, horizon=1, **kw)  # the next step's commits only
+        for blk in range(1, nblk):
+            m = h["masked"][0] & (bid[0] == blk)
+            if m.any():
+                nxt = m & (r.commit_step[0] == r.commit_step[0][m].min())
+                assert (h["weight"][0][nxt] == 1).all() and (h["weight"][0][m & ~nxt] == 0).all()
+                later += int((m & ~nxt).sum())
+    assert later > 0  # still-masked positions committed later than the next step weigh nothing
     assert seen_data == {4}  # against the data only the all-mask state of block 1 is on track
     assert seen_teacher == {4, 2, 1}  # against the teacher's y: all three states (steps 0, 1, 2)
 
 
-def test_distilling_the_teachers_trajectories_cuts_the_students_steps(run):
+@pytest.mark.parametrize("horizon", [0, 2])
+def test_distilling_the_teachers_trajectories_cuts_the_students_steps(run, horizon):
     """Stage 3's loss on a frozen tiny model's own rollouts: after a few updates the student
-    decodes the same batch in fewer steps per token, and writes what the teacher wrote."""
+    decodes the same batch in fewer steps per token, and writes what the teacher wrote (with a
+    horizon of 2 steps too: each state learns the teacher's next two steps' commits)."""
     root, model_cfg, tok = run
     torch.manual_seed(0)
     teacher, _ = load_checkpoint(root / "pre" / "export", dtype=torch.float32)
@@ -324,7 +337,8 @@ def test_distilling_the_teachers_trajectories_cuts_the_students_steps(run):
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     for i in range(60):
         b = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=0.1, augment_max=0.1,
-                       draw=data.token_draw(tok.special_ids), generator=g, rng=np.random.default_rng(i), target=r.y)
+                       draw=data.token_draw(tok.special_ids), generator=g, rng=np.random.default_rng(i), target=r.y,
+                       horizon=horizon)
         ce = module(b["idx"], pos, mask, b["targets"])
         ((ce * b["weight"]).sum() / b["valid"].sum()).backward()
         opt.step()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DllmError
-from .model import ModelConfig, Transformer
+from .model import ModelConfig, Transformer, for_inference
 from .tokenizer import Tokenizer, TokenizerError
 
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
@@ -142,4 +142,5 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.to(device=device, dtype=dtype).eval()
+    for_inference(device)
     return model, tok

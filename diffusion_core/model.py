@@ -144,6 +144,16 @@ class Attention(nn.Module):
 
 
 BLOCK_ATTN_TRITON = os.environ.get("DLLM_LS_BLOCK_ATTN", "") == "triton"
+CUDNN_ATTENTION = os.environ.get("DLLM_LS_CUDNN_ATTENTION", "") == "1"
+
+
+def for_inference(device: torch.device) -> None:
+    """Process-wide attention settings for decoding on `device`: on CUDA, SDPA's cuDNN backend off
+    (`DLLM_LS_CUDNN_ATTENTION=1` keeps it). cuDNN builds a graph for every new sequence length, and
+    a completion's prompt length is new almost every time (scripts/prefill_probe.py measures it;
+    docs/results.md, issue 8); the memory-efficient and flash kernels have no per-shape setup."""
+    if device.type == "cuda" and not CUDNN_ATTENTION:
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def cached_attention(q, k, v, mask, P: int):

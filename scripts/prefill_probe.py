@@ -5,7 +5,7 @@ per step than later ones with the same prompts).
 
 Times the cold first step of a completion (`Transformer.step`: the prompt and a block of 32 in one
 eager forward) at 30 prompt lengths never seen before, then at the same lengths again, once with
-PyTorch's SDPA backends as they are and once with cuDNN attention off (fresh lengths for each).
+PyTorch's SDPA backends as they come (cuDNN on) and once with cuDNN attention off (fresh lengths for each).
 A first pass much slower than the second says some layer builds something per shape."""
 import random
 import statistics
@@ -23,7 +23,7 @@ def main() -> None:
     model, tok = load_checkpoint(resolve_checkpoint(sys.argv[1] if len(sys.argv) > 1 else None), device=dev,
                                  dtype=torch.bfloat16)
     model.eval()
-    print("torch", torch.__version__, "cudnn sdp enabled:", torch.backends.cuda.cudnn_sdp_enabled(),
+    print("torch", torch.__version__, "cudnn sdp enabled after load:", torch.backends.cuda.cudnn_sdp_enabled(),
           "flash:", torch.backends.cuda.flash_sdp_enabled(), "mem-efficient:", torch.backends.cuda.mem_efficient_sdp_enabled())
     cache = KVCache.for_model(model)
     rng = random.Random(0)
@@ -41,10 +41,10 @@ def main() -> None:
         torch.cuda.synchronize()
         return (time.perf_counter() - t0) * 1000
 
+    torch.backends.cuda.enable_cudnn_sdp(True)
     one(500), one(500)  # the process's own warm-up
     for label, lens in (("SDPA as is", lengths[:30]), ("cuDNN attention off", lengths[30:])):
-        if label.startswith("cuDNN"):
-            torch.backends.cuda.enable_cudnn_sdp(False)
+        torch.backends.cuda.enable_cudnn_sdp(label == "SDPA as is")  # (load_checkpoint turns it off)
         first = [one(n) for n in lens]
         again = [one(n) for n in lens]
         print(f"{label:22s} new length: median {statistics.median(first):7.2f} ms  max {max(first):7.2f}  |"

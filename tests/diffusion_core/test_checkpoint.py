@@ -97,3 +97,25 @@ def test_no_pickle_anywhere():
     offenders = [str(p) for d in ("diffusion_core", "trainer", "kernels", "lsp_server", "dllm_ls")
                  for p in (REPO / d).rglob("*.py") if pattern.search(p.read_text())]
     assert not offenders
+
+
+def test_decoding_on_cuda_turns_cudnn_attention_off(monkeypatch):
+    """cuDNN builds an attention graph per new prompt length: the decoder keeps it off on CUDA
+    (unless DLLM_LS_CUDNN_ATTENTION=1); a CPU model leaves the setting alone."""
+    import torch
+
+    from dllm_ls.diffusion_core import model as model_mod
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        model_mod.for_inference(torch.device("cpu"))
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setattr(model_mod, "CUDNN_ATTENTION", True)
+        model_mod.for_inference(torch.device("cuda"))
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setattr(model_mod, "CUDNN_ATTENTION", False)
+        model_mod.for_inference(torch.device("cuda"))
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)

@@ -22,18 +22,16 @@ def main() -> None:
     dev = torch.device("cuda")
     model, tok = load_checkpoint(resolve_checkpoint(sys.argv[1] if len(sys.argv) > 1 else None), device=dev,
                                  dtype=torch.bfloat16)
-    model.eval()
     print("torch", torch.__version__, "cudnn sdp enabled after load:", torch.backends.cuda.cudnn_sdp_enabled(),
           "flash:", torch.backends.cuda.flash_sdp_enabled(), "mem-efficient:", torch.backends.cuda.mem_efficient_sdp_enabled())
     cache = KVCache.for_model(model)
     rng = random.Random(0)
     lengths = rng.sample(range(200, 1800), 60)
-    mask_id = tok.mask_id if hasattr(tok, "mask_id") else 0
 
     def one(n: int) -> float:
         cache.reset()
         clean = torch.randint(10, 1000, (1, n), device=dev)
-        block = torch.full((1, 32), mask_id, device=dev)
+        block = torch.full((1, 32), tok.mask_id, device=dev)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.no_grad():

@@ -388,6 +388,65 @@ class GraphedAR(_Static):
         return s._finish(st["stop"], st["text"], ctx, crlf, trace, t0)
 
 
+class GraphedStep(GraphedDecoder):
+    """`model.step(clean, block, cache)` as one CUDA-graph replay, for the core's `DecodeState` on CUDA
+    (the server path: token healing, the syntax guard and the stops stay on the host, per step).
+
+    The eager step launches ~250 kernels and syncs with the host; this one replays the captured
+    `GraphedDecoder._forward` over its own static cache: the session cache's first `length` slots
+    are copied in before the replay (a few MB at most, device to device) and the new clean tokens'
+    K/V copied back after, so any session's `KVCache` works with the one graph. `fits` says which
+    calls it takes: batch 1, non-shift models, clean <= b and 1 <= block <= b tokens (the first step
+    of a long prompt runs eagerly). On CPU the same code runs without a graph (the tests)."""
+
+    def __init__(self, sampler: Sampler, block_size: int, *, use_graphs: bool | None = None):
+        if sampler.model.cfg.shift:
+            raise ValueError("GraphedStep: shift models keep a bound state; decode them eagerly")
+        import dataclasses
+
+        super().__init__(sampler, dataclasses.replace(sampler.cfg, block_size=block_size),
+                         use_graphs=use_graphs, lag=0)
+        self.out = torch.zeros(self.b, self.model.cfg.vocab_size, device=self.device)
+
+    def _step(self):  # what the graph holds: the forward alone, into a static output
+        self.out.copy_(self._forward())
+
+    def _scratch_state(self):
+        self.cache.pos.fill_(1)
+        self._set_block(0, self.b, 0)
+
+    def fits(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> bool:
+        n, b = clean.shape[1], block.shape[1]
+        ck, sk = cache.k, self.cache.k  # (n_layer, batch, H, capacity, D)
+        return (n <= self.b and 1 <= b <= self.b and cache.length + n + b <= self.max_seq_len
+                and clean.shape[0] == block.shape[0] == 1 and ck.shape[:3] == sk.shape[:3]
+                and ck.shape[4] == sk.shape[4] and ck.dtype == sk.dtype and ck.device == sk.device)
+
+    @torch.no_grad()
+    def step(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """As `model.step(clean, block, cache)` (logits (1, b, V), the clean tokens' K/V appended
+        to `cache`) for a call that `fits`. The result is a view of a static buffer: read it before
+        the next step."""
+        self._capture()
+        L, n, b = cache.length, clean.shape[1], block.shape[1]
+        s = self.cache
+        if L:
+            s.k[:, :, :, :L].copy_(cache.k[:, :, :, :L])
+            s.v[:, :, :, :L].copy_(cache.v[:, :, :, :L])
+        s.pos.fill_(L)
+        self.ids.fill_(self.tok.mask_id)
+        self.ids[:n].copy_(clean[0])
+        self.ids[self.b:self.b + b].copy_(block[0])
+        self.n_prev.fill_(n)
+        self.active.copy_(self.ar_b < b)
+        self._run_step()
+        if n:
+            cache.k[:, :, :, L:L + n].copy_(s.k[:, :, :, L:L + n])
+            cache.v[:, :, :, L:L + n].copy_(s.v[:, :, :, L:L + n])
+        cache.advance(n)
+        return self.out[:b][None]
+
+
 def graphed(sampler: Sampler, cfg: SamplerConfig | None = None, **kw) -> GraphedDecoder | GraphedAR:
     """The graphed decoder for the sampler's model: GraphedAR for a causal model, else GraphedDecoder."""
     return (GraphedAR if sampler.model.cfg.causal else GraphedDecoder)(sampler, cfg, **kw)

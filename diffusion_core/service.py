@@ -20,6 +20,13 @@ models run one request at a time, whole, between batched steps.
 Cancellation: a request's stop event is checked between steps; a newer request for the same
 document from the same client supersedes the older (stopped at its next step, its cache kept:
 between steps the cache holds only finished clean tokens).
+
+CUDA graphs: on CUDA a step with one active completion replays the captured forward
+(`graphed.GraphedStep`, built and captured when the model loads) instead of the eager
+`model.step`, whose ~250 kernel launches and host syncs cost several ms per step on an H100; the
+host side (commits, token healing, the syntax guard, stops) is the same `DecodeState`. Batches of
+several requests, prompts longer than a block (the first step) and other block sizes run eagerly.
+`DLLM_LS_GRAPHED_STEP=0` turns it off.
 """
 
 from __future__ import annotations
@@ -144,6 +151,27 @@ class Sessions:
         return uri in self._d
 
 
+def graphed_step(sampler):
+    """A captured `GraphedStep` for the sampler's model on CUDA (module docstring), else None: on
+    CPU, for causal and shift models, with DLLM_LS_GRAPHED_STEP=0, or when the capture fails
+    (logged; the eager step serves)."""
+    if (sampler.device.type != "cuda" or sampler.model.cfg.causal or sampler.model.cfg.shift
+            or os.environ.get("DLLM_LS_GRAPHED_STEP", "1") == "0"):
+        return None
+    from .graphed import GraphedStep
+
+    try:
+        gs = GraphedStep(sampler, sampler.cfg.block_size)
+        gs._capture()
+    except Exception as e:  # noqa: BLE001 - the eager step serves
+        log.warning("no graphed step, decoding eagerly: %s: %s", type(e).__name__, e)
+        return None
+    if gs.graph is None:
+        log.warning("no graphed step, decoding eagerly: %s", gs.graph_error)
+        return None
+    return gs
+
+
 class CoreService:
     """See the module docstring. `sampler` given: no load (tests); else `checkpoint` is loaded
     on `device` in the worker thread."""
@@ -152,6 +180,7 @@ class CoreService:
                  sampler=None, session_bytes: int = 512 << 20):
         self.checkpoint, self.device, self.threads = checkpoint, device, threads
         self.sampler = sampler
+        self._graphed = None  # graphed.GraphedStep on CUDA (see the module docstring)
         self.sessions = Sessions(session_bytes)
         self._cond = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
@@ -163,7 +192,7 @@ class CoreService:
                       model="<given sampler>" if sampler is not None else str(checkpoint or ""),
                       device=str(sampler.device) if sampler is not None else device,
                       running=0, queued=0, started=0, completed=0, cancelled_queued=0,
-                      cancelled_running=0, steps=0, forwards=0, max_batch=0,
+                      cancelled_running=0, steps=0, forwards=0, graphed_forwards=0, max_batch=0,
                       max_inflight_per_document=1,
                       reloads=0, reload_error="", pid=os.getpid())
         self._reused = 0
@@ -271,6 +300,8 @@ class CoreService:
         """The scheduler loop (module docstring): admit, drop the cancelled, one batched step."""
         if self.sampler is None:
             self._load()
+        elif getattr(getattr(self.sampler, "device", None), "type", None) == "cuda":  # a given sampler
+            self._graphed = graphed_step(self.sampler)
         active: list[_Running] = []
         while True:
             with self._cond:
@@ -347,10 +378,13 @@ class CoreService:
         if not live:
             return []
         model = self.sampler.model
+        graphed = False
         try:
             inputs = [(*r.state.next_inputs(), r.cache) for r in live]
             rows = [r.state.rows() for r in live]  # the commit candidates (None on CUDA: all)
-            if hasattr(model, "step_batch"):
+            if len(live) == 1 and self._graphed is not None and self._graphed.fits(*inputs[0]):
+                logits, rows, graphed = [self._graphed.step(*inputs[0])], [None], True  # the whole block
+            elif hasattr(model, "step_batch"):
                 logits = model.step_batch(inputs, rows) if getattr(model, "step_rows", False) else model.step_batch(inputs)
             else:  # a stand-in model (tests): the same scheduling, one forward per request
                 logits = [model.step(*x) for x in inputs]
@@ -362,6 +396,7 @@ class CoreService:
         with self._cond:
             self.h["steps"] += len(live)
             self.h["forwards"] += 1
+            self.h["graphed_forwards"] += graphed
             self.h["max_batch"] = max(self.h["max_batch"], len(live))
         still = []
         for r, lg, rw in zip(live, logits, rows):
@@ -414,6 +449,7 @@ class CoreService:
             t0 = time.perf_counter()
             model, tok = load_checkpoint(path, device=device)
             self.sampler = Sampler(model, tok, SamplerConfig.for_server())
+            self._graphed = graphed_step(self.sampler)
             self._set(state="ready", model=str(path), device=device, message="", fix="")
             log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
         except CheckpointError as e:
@@ -447,8 +483,9 @@ class CoreService:
             log.warning("checkpoint %s refused, the old model keeps serving: %s", path, reason)
             self._set(reload_error=f"{path}: {reason}")
             return
+        gs = graphed_step(sampler)
         with self._cond:
-            self.sampler = sampler
+            self.sampler, self._graphed = sampler, gs
             self.sessions.clear()  # the caches belong to the old weights
             self.h["reloads"] += 1
         self._set(state="ready", model=str(path), message="", fix="", reload_error="")

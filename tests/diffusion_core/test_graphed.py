@@ -8,7 +8,7 @@ stops on snapshots against `Sampler.complete`; the CUDA-graph capture itself is 
 import pytest
 import torch
 
-from dllm_ls.diffusion_core.graphed import GraphedAR, GraphedDecoder, graphed, time_steps
+from dllm_ls.diffusion_core.graphed import GraphedAR, GraphedDecoder, GraphedStep, graphed, time_steps
 from dllm_ls.diffusion_core.model import ModelConfig, Transformer
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 
@@ -93,6 +93,69 @@ def test_wrong_model_kind_is_refused(tokenizer):
         GraphedAR(Sampler(_model(tokenizer, 0), tokenizer))
 
 
+def _decode_with(s: Sampler, step, prefix, suffix, mode, cfg=None, cache=None):
+    """Sampler.complete's loop with `step` as the forward (the core's scheduler does the same)."""
+    state = s.begin(prefix, suffix, mode, cache=cache, cfg=cfg)
+    while not state.done:
+        clean, block = state.next_inputs()
+        state.advance(step(clean, block, state.cache)[0])
+    return state.result()
+
+
+def test_graphed_step_equals_model_step(tokenizer):
+    """Logits and the cache's new K/V as `model.step`, for every kind of call the core makes: a
+    block's first step (clean = the finished block), a later one, a short tail block, and calls
+    it does not fit (a long prompt, a block over its size) it refuses."""
+    m = _model(tokenizer, 1)
+    s = Sampler(m, tokenizer, SamplerConfig(block_size=8))
+    gs = GraphedStep(s, 8)
+    a, b = s.new_cache(), s.new_cache()
+    prompt = torch.tensor([tokenizer.encode(PROMPTS[1][0])])
+    blk = torch.full((1, 8), tokenizer.mask_id)
+    assert not gs.fits(prompt, blk, a) and not gs.fits(prompt[:, :2], torch.cat([blk, blk], 1), a)
+    m.step(prompt, blk, a)
+    m.step(prompt, blk, b)
+    torch.manual_seed(0)
+    for n, width in ((0, 8), (8, 8), (0, 8), (3, 5), (0, 1), (1, 1)):
+        clean = torch.randint(0, 500, (1, n))
+        block = torch.randint(0, 500, (1, width))
+        block[0, ::2] = tokenizer.mask_id
+        assert gs.fits(clean, block, b)
+        want = m.step(clean, block, a)
+        got = gs.step(clean, block, b)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        assert a.length == b.length == b.pos.item()
+        torch.testing.assert_close(b.k[:, :, :, :b.length], a.k[:, :, :, :a.length], atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_with_the_graphed_step_equals_the_sampler(tokenizer):
+    """Whole completions (line and block mode, token healing, the syntax guard) through the
+    graphed step give `Sampler.complete`'s, and a second request reuses the session cache."""
+    healed = False
+    for seed in (0, 1, 3):
+        cfg = SamplerConfig(block_size=8, threshold=0.3, max_tokens=20, token_healing=True, syntax_guard=True,
+                            syntax_guard_alternatives=2)
+        s = Sampler(_model(tokenizer, seed), tokenizer, cfg)
+        gs = GraphedStep(s, 8)
+        fits = lambda c, b, cache: gs.step(c, b, cache) if gs.fits(c, b, cache) else s.model.step(c, b, cache)
+        for i, (prefix, suffix) in enumerate(PROMPTS + [("import os\nx = os.pa", "\n")]):
+            mode = "line" if i != 1 else "block"
+            want = s.complete(prefix, suffix, mode=mode)
+            cache = s.new_cache()
+            _same(_decode_with(s, fits, prefix, suffix, mode, cache=cache), want)
+            again = _decode_with(s, fits, prefix, suffix, mode, cache=cache)
+            _same(again, want)
+            assert again.trace.reused_tokens > 0
+            healed |= bool(want.trace.healed)
+    assert healed  # the healing path (one-token blocks) did run
+
+
+def test_graphed_step_refuses_shift_models(tokenizer):
+    with pytest.raises(ValueError):
+        GraphedStep(Sampler(_model(tokenizer, 0, shift=True), tokenizer), 8)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal,shift", [(False, False), (True, False), (False, True)])
 def test_cuda_graph_replays_equal_eager_steps_and_the_sampler(tokenizer, causal, shift):
@@ -107,3 +170,48 @@ def test_cuda_graph_replays_equal_eager_steps_and_the_sampler(tokenizer, causal,
         _same(a, e.complete(prefix, suffix, mode=mode, cold=True))  # the same kernels, replayed
         _same(a, s.complete(prefix, suffix, mode=mode))
     assert time_steps(g, context=200, n=20) > 0
+
+
+def _check_service(s: Sampler, gs: GraphedStep):
+    """The core serves the eager sampler's completions, cold and with the prompt's KV reused, its
+    single-request steps through `gs` (`graphed_forwards`)."""
+    from dllm_ls.diffusion_core.service import CoreService
+
+    step = lambda c, b, cache: gs.step(c, b, cache) if gs.fits(c, b, cache) else s.model.step(c, b, cache)
+    prompts = PROMPTS + [("import os\nx = os.pa", "\n")]
+    want = [s.complete(p, sf, mode="line") for p, sf in prompts]
+    for (p, sf), w in zip(prompts, want):
+        _same(_decode_with(s, step, p, sf, "line"), w)
+    svc = CoreService(sampler=s)
+    svc._graphed = gs
+    svc.start()
+    try:
+        for i, ((p, sf), w) in enumerate(zip(prompts, want)):
+            for _ in range(2):  # cold, then the prompt's KV reused
+                r = svc.submit(dict(id=i, uri=f"file:///{i}.py", prefix=p, suffix=sf, mode="line",
+                                    max_tokens=s.cfg.max_tokens), svc, i).result(timeout=60)
+                assert (r["text"], r["stop"], r["steps"]) == (w.text, w.stop, w.trace.steps)
+        h = svc.stats()
+        assert h["graphed_forwards"] > h["forwards"] // 2
+    finally:
+        svc.stop()
+        svc.join(5)
+
+
+GUARDED = dict(block_size=8, threshold=0.3, max_tokens=30, token_healing=True, syntax_guard=True)
+
+
+def test_core_service_steps_through_the_graphed_step(tokenizer):
+    s = Sampler(_model(tokenizer, 1), tokenizer, SamplerConfig(**GUARDED))
+    _check_service(s, GraphedStep(s, 8))  # on CPU the service builds none: given here
+
+
+@pytest.mark.gpu
+def test_core_service_decodes_through_the_cuda_graph(tokenizer):
+    """On CUDA the core builds and captures the graphed step itself."""
+    from dllm_ls.diffusion_core.service import graphed_step
+
+    s = Sampler(_model(tokenizer, 1).cuda(), tokenizer, SamplerConfig(**GUARDED))
+    gs = graphed_step(s)
+    assert gs is not None and gs.graph is not None
+    _check_service(s, gs)

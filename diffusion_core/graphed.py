@@ -447,6 +447,26 @@ class GraphedStep(GraphedDecoder):
         return self.out[:b][None]
 
 
+def graphed_step(sampler: Sampler) -> GraphedStep | None:
+    """A captured `GraphedStep` of the sampler's block size on CUDA, else None: on CPU, for causal
+    and shift models, with DLLM_LS_GRAPHED_STEP=0, or when the capture fails (logged)."""
+    import os
+
+    m = sampler.model.cfg
+    if sampler.device.type != "cuda" or m.causal or m.shift or os.environ.get("DLLM_LS_GRAPHED_STEP", "1") == "0":
+        return None
+    try:
+        gs = GraphedStep(sampler, sampler.cfg.block_size)
+        gs._capture()
+    except Exception as e:  # noqa: BLE001 - the eager step serves
+        log.warning("no graphed step, decoding eagerly: %s: %s", type(e).__name__, e)
+        return None
+    if gs.graph is None:
+        log.warning("no graphed step, decoding eagerly: %s", gs.graph_error)
+        return None
+    return gs
+
+
 def graphed(sampler: Sampler, cfg: SamplerConfig | None = None, **kw) -> GraphedDecoder | GraphedAR:
     """The graphed decoder for the sampler's model: GraphedAR for a causal model, else GraphedDecoder."""
     return (GraphedAR if sampler.model.cfg.causal else GraphedDecoder)(sampler, cfg, **kw)

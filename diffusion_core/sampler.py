@@ -135,6 +135,9 @@ class Sampler:
     def __init__(self, model, tokenizer: Tokenizer, cfg: SamplerConfig | None = None):
         self.model, self.tok, self.cfg = model, tokenizer, cfg or SamplerConfig()
         self.device = next(model.parameters()).device
+        # graphed.GraphedStep: `step` replays it for the calls it fits (CUDA; `use_cuda_graph`)
+        self.graphed = None
+        self.graphed_steps = 0
         V = model.cfg.vocab_size
         ban = torch.zeros(V, dtype=torch.bool)
         ban[[i for i in tokenizer.special_ids if i != tokenizer.eos_id]] = True
@@ -176,6 +179,25 @@ class Sampler:
 
     def new_cache(self) -> KVCache:
         return KVCache.for_model(self.model)
+
+    def use_cuda_graph(self) -> bool:
+        """Serve the decoding steps that fit it from a captured CUDA graph of the forward
+        (`graphed.graphed_step`): what the core and the language server do on CUDA. False (and
+        eager steps) where there is none: CPU, causal and shift models, DLLM_LS_GRAPHED_STEP=0,
+        a failed capture."""
+        from .graphed import graphed_step
+
+        self.graphed = graphed_step(self)
+        return self.graphed is not None
+
+    def step(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache,
+             rows: torch.Tensor | None = None) -> torch.Tensor:
+        """`model.step`, through the graphed step when there is one and it fits the call."""
+        g = self.graphed
+        if g is not None and rows is None and g.fits(clean, block, cache):
+            self.graphed_steps += 1
+            return g.step(clean, block, cache)
+        return self.model.step(clean, block, cache) if rows is None else self.model.step(clean, block, cache, rows=rows)
 
     def _prepare(self, prefix: str, suffix: str, mode: str, cache: KVCache | None, cfg: SamplerConfig,
                  heal: bool | None = None):
@@ -248,8 +270,7 @@ class Sampler:
                     raise CompletionCancelled
                 clean, block = state.next_inputs()
                 rows = state.rows()
-                kw = {} if rows is None else {"rows": rows}
-                state.advance(self.model.step(clean, block, state.cache, **kw)[0], rows)
+                state.advance(self.step(clean, block, state.cache, rows)[0], rows)
             return state.result()
         t0 = time.perf_counter()
         ctx, crlf, clean, max_tokens, cache, trace = self._prepare(prefix, suffix, mode, cache, cfg)
@@ -364,10 +385,10 @@ class DecodeState:
     def rows(self) -> torch.Tensor | None:
         """The block positions whose logits the next `advance` reads (the commit candidates,
         ascending), for `model.step(..., rows=)`, which then runs its head over those only;
-        None when it needs them all (on CUDA, where the fused commit takes the whole block, or
-        a model without `step_rows`)."""
+        None when it needs them all (on CUDA, where the fused commit takes the whole block, with
+        a graphed step, or a model without `step_rows`)."""
         s = self.sampler
-        if s.device.type == "cuda" or not getattr(s.model, "step_rows", False):
+        if s.device.type == "cuda" or s.graphed is not None or not getattr(s.model, "step_rows", False):
             return None
         return self._candidates().nonzero().squeeze(1)
 

@@ -22,7 +22,7 @@ document from the same client supersedes the older (stopped at its next step, it
 between steps the cache holds only finished clean tokens).
 
 CUDA graphs: on CUDA a step with one active completion replays the captured forward
-(`graphed.GraphedStep`, built and captured when the model loads) instead of the eager
+(`Sampler.step` through a `graphed.GraphedStep`, captured when the model loads) instead of the eager
 `model.step`, whose ~250 kernel launches and host syncs cost several ms per step on an H100; the
 host side (commits, token healing, the syntax guard, stops) is the same `DecodeState`. Batches of
 several requests, prompts longer than a block (the first step) and other block sizes run eagerly.
@@ -151,27 +151,6 @@ class Sessions:
         return uri in self._d
 
 
-def graphed_step(sampler):
-    """A captured `GraphedStep` for the sampler's model on CUDA (module docstring), else None: on
-    CPU, for causal and shift models, with DLLM_LS_GRAPHED_STEP=0, or when the capture fails
-    (logged; the eager step serves)."""
-    if (sampler.device.type != "cuda" or sampler.model.cfg.causal or sampler.model.cfg.shift
-            or os.environ.get("DLLM_LS_GRAPHED_STEP", "1") == "0"):
-        return None
-    from .graphed import GraphedStep
-
-    try:
-        gs = GraphedStep(sampler, sampler.cfg.block_size)
-        gs._capture()
-    except Exception as e:  # noqa: BLE001 - the eager step serves
-        log.warning("no graphed step, decoding eagerly: %s: %s", type(e).__name__, e)
-        return None
-    if gs.graph is None:
-        log.warning("no graphed step, decoding eagerly: %s", gs.graph_error)
-        return None
-    return gs
-
-
 class CoreService:
     """See the module docstring. `sampler` given: no load (tests); else `checkpoint` is loaded
     on `device` in the worker thread."""
@@ -180,7 +159,6 @@ class CoreService:
                  sampler=None, session_bytes: int = 512 << 20):
         self.checkpoint, self.device, self.threads = checkpoint, device, threads
         self.sampler = sampler
-        self._graphed = None  # graphed.GraphedStep on CUDA (see the module docstring)
         self.sessions = Sessions(session_bytes)
         self._cond = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
@@ -192,7 +170,7 @@ class CoreService:
                       model="<given sampler>" if sampler is not None else str(checkpoint or ""),
                       device=str(sampler.device) if sampler is not None else device,
                       running=0, queued=0, started=0, completed=0, cancelled_queued=0,
-                      cancelled_running=0, steps=0, forwards=0, graphed_forwards=0, max_batch=0,
+                      cancelled_running=0, steps=0, forwards=0, max_batch=0,
                       max_inflight_per_document=1,
                       reloads=0, reload_error="", pid=os.getpid())
         self._reused = 0
@@ -292,7 +270,8 @@ class CoreService:
         with self._cond:
             return {**self.h, "uptime_s": round(time.time() - self.t_start, 3), "sessions": len(self.sessions),
                     "session_bytes": self.sessions.nbytes(), "session_budget_bytes": self.sessions.max_bytes,
-                    "sessions_evicted": self.sessions.evicted, "reused_tokens": self._reused}
+                    "sessions_evicted": self.sessions.evicted, "reused_tokens": self._reused,
+                    "graphed_forwards": getattr(self.sampler, "graphed_steps", 0)}
 
     # --- the worker thread --------------------------------------------------------------------
 
@@ -301,7 +280,7 @@ class CoreService:
         if self.sampler is None:
             self._load()
         elif getattr(getattr(self.sampler, "device", None), "type", None) == "cuda":  # a given sampler
-            self._graphed = graphed_step(self.sampler)
+            self.sampler.use_cuda_graph()
         active: list[_Running] = []
         while True:
             with self._cond:
@@ -378,12 +357,11 @@ class CoreService:
         if not live:
             return []
         model = self.sampler.model
-        graphed = False
         try:
             inputs = [(*r.state.next_inputs(), r.cache) for r in live]
             rows = [r.state.rows() for r in live]  # the commit candidates (None on CUDA: all)
-            if len(live) == 1 and self._graphed is not None and self._graphed.fits(*inputs[0]):
-                logits, rows, graphed = [self._graphed.step(*inputs[0])], [None], True  # the whole block
+            if len(live) == 1 and hasattr(self.sampler, "step"):  # graphed where it fits (module docstring)
+                logits = [self.sampler.step(*inputs[0], rows[0])]
             elif hasattr(model, "step_batch"):
                 logits = model.step_batch(inputs, rows) if getattr(model, "step_rows", False) else model.step_batch(inputs)
             else:  # a stand-in model (tests): the same scheduling, one forward per request
@@ -396,7 +374,6 @@ class CoreService:
         with self._cond:
             self.h["steps"] += len(live)
             self.h["forwards"] += 1
-            self.h["graphed_forwards"] += graphed
             self.h["max_batch"] = max(self.h["max_batch"], len(live))
         still = []
         for r, lg, rw in zip(live, logits, rows):
@@ -449,7 +426,7 @@ class CoreService:
             t0 = time.perf_counter()
             model, tok = load_checkpoint(path, device=device)
             self.sampler = Sampler(model, tok, SamplerConfig.for_server())
-            self._graphed = graphed_step(self.sampler)
+            self.sampler.use_cuda_graph()
             self._set(state="ready", model=str(path), device=device, message="", fix="")
             log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
         except CheckpointError as e:
@@ -483,9 +460,9 @@ class CoreService:
             log.warning("checkpoint %s refused, the old model keeps serving: %s", path, reason)
             self._set(reload_error=f"{path}: {reason}")
             return
-        gs = graphed_step(sampler)
+        sampler.use_cuda_graph()
         with self._cond:
-            self.sampler, self._graphed = sampler, gs
+            self.sampler = sampler
             self.sessions.clear()  # the caches belong to the old weights
             self.h["reloads"] += 1
         self._set(state="ready", model=str(path), message="", fix="", reload_error="")

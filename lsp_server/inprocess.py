@@ -80,6 +80,7 @@ class InProcessCore:
             t0 = time.perf_counter()
             model, tok = load_checkpoint(path, device=device)
             self._sampler = Sampler(model, tok, SamplerConfig.for_server())
+            self._sampler.use_cuda_graph()  # on CUDA: steps replay a captured forward (sampler.py)
             self._set(state="ready", model=str(path), device=device, message="")
             log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
         except DllmError as e:

@@ -148,6 +148,7 @@ class Sampler:
         nl = torch.zeros(V, dtype=torch.bool)
         nl[[i for i, t in enumerate(self.token_text) if "\n" in t]] = True
         self.newline = nl.to(self.device)
+        self.newline_ids = frozenset(nl.nonzero().squeeze(1).tolist())
         self._heal_masks: dict[str, torch.Tensor] = {}
 
     def heal_mask(self, left: str) -> torch.Tensor:
@@ -365,22 +366,31 @@ class DecodeState:
         self._new_block(clean)
 
     def _new_block(self, clean: list[int]):
-        dev = self.sampler.device
+        # the block's state lives on the host: b small ints read and changed every step, where
+        # tensors would cost a launch per operation and a device sync per read on CUDA
         self.b = min(1 if self.heal_left else self.cfg.block_size, self.max_tokens - len(self.generated))
         self.clean = clean  # enters the cache in the block's first step
-        self.block = torch.full((1, self.b), self.sampler.tok.mask_id, dtype=torch.long, device=dev)
-        self.masked = torch.ones(self.b, dtype=torch.bool, device=dev)
+        self.block = [self.sampler.tok.mask_id] * self.b
+        self.masked = [True] * self.b
         self.first = True
 
     def next_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next forward's inputs: clean ids (1, n) to append to the cache, the block (1, b)."""
         n = len(self.clean) if self.first else 0
-        clean_t = torch.tensor([self.clean[:n]], dtype=torch.long, device=self.sampler.device).view(1, n)
-        return clean_t, self.block
+        dev = self.sampler.device
+        clean_t = torch.tensor([self.clean[:n]], dtype=torch.long, device=dev).view(1, n)
+        return clean_t, torch.tensor([self.block], dtype=torch.long, device=dev)
 
-    def _candidates(self) -> torch.Tensor:
-        """bool (b,): the masked positions this step may commit."""
-        return line_candidates(self.block[0], self.masked, self.sampler.newline) if self.ctx.mode == "line" else self.masked
+    def _candidates(self) -> list[int]:
+        """The masked positions this step may commit, ascending; in line mode those before the
+        first committed line break (as `line_candidates`)."""
+        cand = [i for i, m in enumerate(self.masked) if m]
+        if self.ctx.mode == "line":
+            nl = self.sampler.newline_ids
+            brk = next((i for i, (t, m) in enumerate(zip(self.block, self.masked)) if not m and t in nl), None)
+            if brk is not None and cand and brk > cand[0]:
+                cand = [i for i in cand if i < brk]
+        return cand
 
     def rows(self) -> torch.Tensor | None:
         """The block positions whose logits the next `advance` reads (the commit candidates,
@@ -390,68 +400,73 @@ class DecodeState:
         s = self.sampler
         if s.device.type == "cuda" or s.graphed is not None or not getattr(s.model, "step_rows", False):
             return None
-        return self._candidates().nonzero().squeeze(1)
+        return torch.tensor(self._candidates(), dtype=torch.long)
 
     def advance(self, logits: torch.Tensor, rows: torch.Tensor | None = None) -> bool:
         """Take the block's logits (b, V) from the forward over `next_inputs()`, or with `rows`
         (this step's `rows()`) the logits of those positions (len(rows), V); returns `done`."""
         s, cfg, trace = self.sampler, self.cfg, self.trace
-        block, masked = self.block, self.masked
         if self.first:
             self.cache.append_tokens(self.clean)
             self.first = False
         cand = self._candidates()
         if self.heal_left:  # a one-token block: it may only write the healed text on
             logits[0].masked_fill_(~s.heal_mask(self.heal_left), float("-inf"))
+        # chosen: the positions to commit, most confident first; pred: the token per position
         if rows is not None:  # the candidates' logits only: the same numbers, fewer rows
             conf, pred_rows = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             order = conf.argsort(descending=True, stable=True)
             n = commit_count(conf[order], cfg)
-            chosen = rows[order[:n]]
-            pred = block[0].clone()
-            pred[rows] = pred_rows
+            at = rows.tolist()
+            chosen = [at[j] for j in order[:n].tolist()]
+            pred = list(self.block)
+            for r, t in zip(at, pred_rows.tolist()):
+                pred[r] = t
         elif use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
             from ..kernels.commit import fused_commit
 
-            pred, conf, chosen = fused_commit(logits, cand, ban=s.ban, kind=cfg.confidence, rule=cfg.rule,
-                                              threshold=cfg.threshold, factor=cfg.factor)  # chosen: bool (b,)
-            n = int(chosen.sum())
-            if self.guard is not None:  # the guard's retry needs the order: indices, most confident first
-                idx = chosen.nonzero().squeeze(1)
-                chosen = idx[conf[idx].argsort(descending=True, stable=True)]
+            mask = torch.zeros(self.b, dtype=torch.bool)
+            mask[cand] = True
+            pred_t, conf_t, chosen_t = fused_commit(logits, mask.to(logits.device, non_blocking=True), ban=s.ban,
+                                                    kind=cfg.confidence, rule=cfg.rule, threshold=cfg.threshold,
+                                                    factor=cfg.factor)
+            # one read back: the tokens (exact in float64), the confidences, the commit mask
+            pred, conf, chose = torch.stack([pred_t.double(), conf_t.double(), chosen_t.double()]).tolist()
+            pred = [int(t) for t in pred]
+            chosen = sorted((i for i in range(self.b) if chose[i]), key=lambda i: -conf[i])  # stable
+            n = len(chosen)
         else:
-            logits = logits.masked_fill(s.ban, float("-inf"))
-            conf, pred = confidence(logits, cfg.confidence)
-            idx = cand.nonzero().squeeze(1)
+            conf, pred_t = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
+            idx = torch.tensor(cand, dtype=torch.long, device=logits.device)
             order = conf[idx].argsort(descending=True, stable=True)
             n = commit_count(conf[idx][order], cfg)
-            chosen = idx[order[:n]]
-        saved = (block.clone(), masked.clone()) if self.guard is not None else None
+            chosen = idx[order[:n]].tolist()
+            pred = pred_t.tolist()
+        saved = (list(self.block), list(self.masked)) if self.guard is not None else None
         stop = self._commit(chosen, pred)
         if self.guard is not None and self.guard.check(*self._judged(stop)):
             # the step's commits open a new syntax error: remask them and redo the step (same
             # logits) committing only the most confident position
             fired = True
             if n > 1:
-                block.copy_(saved[0])
-                masked.copy_(saved[1])
+                self._restore(saved)
                 n = 1
                 stop = self._commit(chosen[:1], pred)
                 trace.guard_redone += 1
                 fired = self.guard.check(*self._judged(stop))
             if fired:  # one commit, and it opens an error too: its runner-up tokens, else keep it
-                stop = self._guard_alternatives(logits, rows, chosen[:1], pred, saved, stop)
+                stop = self._guard_alternatives(logits, rows, chosen[0], pred, saved, stop)
         if self.guard is not None:
             trace.guard_ms = self.guard.ms
         if self.heal_left:
-            self.heal_left = s.heal_rest(self.heal_left, int(block[0, 0]))
+            self.heal_left = s.heal_rest(self.heal_left, self.block[0])
         trace.steps += 1
         trace.tokens += n
         trace.per_step.append(n)
-        if stop is None and bool(masked.any()):
+        if stop is None and True in self.masked:
             return False
         # the block is finished (or the text stops inside it)
-        ids = block[0].tolist()
+        ids = list(self.block)
         self.generated += ids
         trace.blocks += 1
         self.stop = stop
@@ -461,56 +476,56 @@ class DecodeState:
             self._new_block(ids)
         return self.done
 
-    def _commit(self, chosen: torch.Tensor, pred: torch.Tensor) -> tuple[int, str] | None:
+    def _restore(self, saved: tuple[list[int], list[bool]]):
+        self.block, self.masked = list(saved[0]), list(saved[1])
+
+    def _commit(self, chosen: list[int], pred: list[int]) -> tuple[int, str] | None:
         """Commit pred at `chosen`, fill after a committed eos, set `self.text` (the contiguous
         committed text) and return the stop found on it (or None)."""
         s, block, masked = self.sampler, self.block, self.masked
         eos_id = s.tok.eos_id
-        block[0, chosen] = pred[chosen]
-        masked[chosen] = False
+        for i in chosen:
+            block[i] = pred[i]
+            masked[i] = False
         # an eos ends the text: positions after the first committed eos are not needed
-        eos_at = ((block[0] == eos_id) & ~masked).nonzero()
-        if len(eos_at):
-            j = int(eos_at[0])
-            block[0, j + 1:] = eos_id
-            masked[j + 1:] = False
+        j = next((i for i, (t, m) in enumerate(zip(block, masked)) if t == eos_id and not m), None)
+        if j is not None:
+            block[j + 1:] = [eos_id] * (self.b - j - 1)
+            masked[j + 1:] = [False] * (self.b - j - 1)
         # stops on the contiguous committed text
-        done = int(masked.nonzero()[0]) if bool(masked.any()) else self.b
-        head = block[0, :done].tolist()
+        done = masked.index(True) if True in masked else self.b
+        head = block[:done]
         if eos_id in head:
             self.text = s._text(self.generated + head[: head.index(eos_id)])
             return (len(self.text), "eos")
         self.text = s._text(self.generated + head)
         return find_stop(self.text, self.ctx, final=False)
 
-    def _guard_alternatives(self, logits, rows, pos: torch.Tensor, pred: torch.Tensor, saved, stop):
-        """The single commit at `pos` opens a new syntax error: try the position's next most
+    def _guard_alternatives(self, logits, rows, p: int, pred: list[int], saved, stop):
+        """The single commit at position `p` opens a new syntax error: try the position's next most
         likely tokens (`cfg.syntax_guard_alternatives` of them, same logits) and keep the first
         that opens none; when none does, keep the model's token (decoding must progress)."""
         s, trace, k = self.sampler, self.trace, self.cfg.syntax_guard_alternatives
         if k > 0:
-            p = int(pos[0])
-            row = logits[p] if rows is None else logits[int((rows == p).nonzero()[0])]
+            row = logits[p] if rows is None else logits[rows.tolist().index(p)]
             row = row.float().masked_fill(s.ban, float("-inf"))
             top = row.topk(min(k + 1, row.numel()))
             for t, v in zip(top.indices.tolist(), top.values.tolist()):
-                if t == int(pred[p]):
+                if t == pred[p]:
                     continue
                 if v == float("-inf"):
                     break
-                self.block.copy_(saved[0])
-                self.masked.copy_(saved[1])
-                alt = pred.clone()
+                self._restore(saved)
+                alt = list(pred)
                 alt[p] = t
-                st = self._commit(pos, alt)
+                st = self._commit([p], alt)
                 # only a token whose text is judged and passes: not one that merely postpones the
                 # judgement (a line break replaced by more text)
                 if not self.guard.check(*self._judged(st)) and self.guard.judged_now:
                     trace.guard_replaced += 1
                     return st
-            self.block.copy_(saved[0])
-            self.masked.copy_(saved[1])
-            stop = self._commit(pos, pred)
+            self._restore(saved)
+            stop = self._commit([p], pred)
             self.guard.check(*self._judged(stop))  # fires again: the same text as before
         self.guard.accept()
         trace.guard_kept += 1
@@ -519,7 +534,7 @@ class DecodeState:
     def _judged(self, stop) -> tuple[str, bool]:
         """(text, final) for the syntax guard: the completion as the editor gets it once the
         decoding ends with this step (a stop, or the last block finished), else the committed text."""
-        final = stop is not None or (not bool(self.masked.any()) and len(self.generated) + self.b >= self.max_tokens)
+        final = stop is not None or (True not in self.masked and len(self.generated) + self.b >= self.max_tokens)
         if final:
             return self.sampler._cut(stop, self.text, self.ctx)[1], True
         return self.text, False

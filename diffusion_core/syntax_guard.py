@@ -23,8 +23,9 @@ start with a line break, is judged followed by one: it is a line (or lines) of i
 and Q2 harnesses insert it, and what an editor on an empty line gets).
 
 The judged text J is inserted into a window of the document (prefix + J + suffix; at most
-`WINDOW_BEFORE`/`WINDOW_AFTER` characters around the cursor, cut at line boundaries, so a big file
-costs what a small one does) and tree-sitter lists its ERROR and MISSING nodes. A step opens a new
+`WINDOW_BEFORE`/`WINDOW_AFTER` characters around the cursor, cut at line boundaries, a cut
+prefix starting at its first `def`/`class`/decorator line, so a big file costs what a small one
+does and a cut inside a docstring does not turn the window into one big error) and tree-sitter lists its ERROR and MISSING nodes. A step opens a new
 syntax error when one of them is not an error of the last accepted judged text (at the start: the
 document with the hole empty) moved by the edit (the byte spans before the edit stay, those after
 it shift by the change of length). So errors that were there before (a hole often leaves the file
@@ -40,6 +41,7 @@ language gets no guard. The graphed CUDA decoder (graphed.py) and the AR baselin
 
 from __future__ import annotations
 
+import re
 import time
 from functools import lru_cache
 
@@ -59,12 +61,21 @@ def python_parser():
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_python.language()))
 
 
+_DEFINITION = re.compile(r"^[ \t]*(?:async[ \t]+def|def|class)[ \t]|^[ \t]*@", re.M)
+
+
 def window(prefix: str, suffix: str, before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER) -> tuple[str, str]:
     """At most `before` characters of the prefix (from a line start) and `after` of the suffix
-    (to a line end). lsp_server/syntax.py uses it with its own sizes."""
+    (to a line end). A cut prefix starts at its first definition line (`def`, `class`, a
+    decorator) when it has one before the cursor's line: a cut inside a docstring or an
+    expression turns the whole window into errors, whose parses cost 10x a clean one's and hide
+    new errors. lsp_server/syntax.py uses it with its own sizes."""
     if len(prefix) > before:
         cut = prefix.find("\n", len(prefix) - before)
         prefix = prefix[cut + 1:] if cut != -1 else prefix[-before:]
+        d = _DEFINITION.search(prefix, 0, prefix.rfind("\n") + 1)
+        if d is not None:
+            prefix = prefix[d.start():]
     if len(suffix) > after:
         cut = suffix.rfind("\n", 0, after)
         suffix = suffix[:cut + 1] if cut > 0 else suffix[:after]

@@ -114,6 +114,25 @@ def test_candidate_rows_give_the_full_logits_answer(tiny_model, tokenizer, mode)
     assert fast.text == full.text and fast.trace.per_step == full.trace.per_step and fast.stop == full.stop
 
 
+@pytest.mark.parametrize("mode", ["line", "block"])
+def test_the_fused_commit_path_gives_the_same_answer(tiny_model, tokenizer, monkeypatch, mode):
+    """The CUDA branch of `DecodeState.advance` (one fused commit over the whole block, one read
+    back to the host), run on CPU with the kernel's torch reference: the answer of the
+    candidate-rows branch, step by step (the syntax guard's tests run it too)."""
+    import dllm_ls.diffusion_core.sampler as sampler_mod
+
+    prefix, suffix = long_document()
+    s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=16, max_tokens=40, threshold=0.3))
+    want = s.complete(prefix, suffix, mode=mode)
+    monkeypatch.setattr(sampler_mod, "use_triton", lambda t: True)
+    tiny_model.step_rows = False  # the whole block's logits, as on CUDA
+    try:
+        got = s.complete(prefix, suffix, mode=mode)
+    finally:
+        del tiny_model.step_rows
+    assert (got.text, got.stop, got.trace.per_step) == (want.text, want.stop, want.trace.per_step)
+
+
 def test_special_tokens_other_than_eos_never_emitted(tiny_model, tokenizer):
     s = Sampler(tiny_model, tokenizer, SamplerConfig(block_size=16, max_tokens=48, threshold=0.0))
     out = s.complete(PREFIX, SUFFIX, mode="block")

@@ -10,6 +10,17 @@ from dllm_ls.diffusion_core.syntax_guard import SyntaxGuard, statement_boundary
 
 from .scripted import ScriptedModel
 
+
+@pytest.fixture(autouse=True, params=["torch", "fused"])
+def commit_path(request, monkeypatch):
+    """Every test on both commit branches of `DecodeState.advance`: the torch one (CPU) and the
+    fused one over the whole block (CUDA's; here with the kernel's torch reference)."""
+    if request.param == "fused":
+        import dllm_ls.diffusion_core.sampler as sampler_mod
+
+        monkeypatch.setattr(sampler_mod, "use_triton", lambda t: True)
+
+
 PREFIX = "def f(x):\n    return "
 SUFFIX = "\n\n\nprint(f(1))\n"
 
@@ -200,3 +211,21 @@ def test_the_last_commit_is_replaced_by_a_runner_up_that_parses(tokenizer, alter
         assert out.text == "x + 1" and out.trace.guard_replaced == 1 and out.trace.guard_kept == 0
     else:
         assert out.text == tokenizer.decode(script[:-1]) and out.trace.guard_kept == 1
+
+
+def test_a_window_cut_inside_a_docstring_starts_at_the_next_definition():
+    """The 4 KB cut of a long file falls inside a docstring: the window moves on to the next
+    `def`/`class`/decorator line, so the document parses clean (no baseline errors to hide new
+    ones behind, and a cheap parse), not as a string turned inside out."""
+    from dllm_ls.diffusion_core.syntax_guard import WINDOW_BEFORE, window
+
+    doc = 'def g():\n    """' + "A long docstring line.\n    " * (WINDOW_BEFORE // 20) + '"""\n    return 1\n\n\n'
+    prefix = doc + "class A:\n    @property\n    def f(self):\n        return "
+    p, _ = window(prefix, "\n")
+    assert p.startswith("class A:\n") and prefix.endswith(p)
+    assert SyntaxGuard(prefix, "\n").baseline_errors <= 1  # the hole after `return` at most
+    # the premise: the plain line cut lands inside the docstring, and that text is one big error
+    from dllm_ls.diffusion_core.syntax_guard import error_spans, python_parser
+
+    raw = prefix[prefix.find("\n", len(prefix) - WINDOW_BEFORE) + 1:] + "\n"
+    assert any(e - s > len(raw) // 2 for _, s, e in error_spans(python_parser().parse(raw.encode()).root_node))

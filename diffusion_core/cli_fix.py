@@ -24,7 +24,8 @@ def run(args) -> int:
     import torch
 
     from .checkpoint import load_checkpoint, resolve_checkpoint
-    from .repair import RepairRequest, Repairer, apply_edits, run_repair, TextEdit
+    from .code_spans import TextEdit, apply_edits
+    from .repair import RepairRequest, Repairer, run_repair
 
     try:
         code = Path(args.file).read_text(encoding="utf-8").replace("\r\n", "\n")

@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-from .repair import Repairer, RepairError, TextEdit, _indent_function, apply_edits, line_col
+from .code_spans import RepairError, TextEdit, apply_edits, def_block_by_indent, line_col
+from .repair import Repairer
 from .sampler import CompletionCancelled
 
 
@@ -76,7 +77,7 @@ def python_blocks(code: str) -> list[Block]:
         line = 1
         while line <= nlines:
             s = lines[line - 1].lstrip()
-            got = _indent_function(lines, line) if s.startswith(("def ", "async def ")) else None
+            got = def_block_by_indent(lines, line) if s.startswith(("def ", "async def ")) else None
             if got is not None and got[0] == line:
                 name = s.split("(")[0].split()[-1]
                 out.append(Block(*span(*got), f"function {name} (line {line})"))

@@ -53,25 +53,19 @@ the command line and the benchmark, so diffusion_core needs no tree-sitter.
 
 from __future__ import annotations
 
-import ast
 import difflib
-import re
-import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import DllmError
+from .code_spans import (RepairError, TextEdit, docstring_range, line_col, offset_of, python_function_span,
+                         python_parses)
 from .kv_cache import KVCache
 from .prompt import PromptWindow, build_prompt
 from .sampler import CompletionCancelled
 from .tokenizer import Tokenizer
-
-
-class RepairError(DllmError):
-    """A repair request that cannot be served (no function there, too long, ...): one line."""
 
 
 @dataclass(kw_only=True)
@@ -105,19 +99,6 @@ class RepairConfig:
 
 
 @dataclass
-class TextEdit:
-    """Replace document characters [start, end) with `new_text`; lines/characters 0-based (code points)."""
-    start: int
-    end: int
-    start_line: int
-    start_character: int
-    end_line: int
-    end_character: int
-    new_text: str
-    confidence: float
-
-
-@dataclass
 class RepairResult:
     edits: list[TextEdit]
     text: str  # the repaired function
@@ -133,76 +114,6 @@ class RepairResult:
         return dict(edits=[asdict(e) for e in self.edits], text=self.text, span=list(self.span), rounds=self.rounds,
                     candidates=self.candidates, score_before=self.score_before, score_after=self.score_after,
                     ms=self.ms)
-
-
-def line_col(text: str, offset: int) -> tuple[int, int]:
-    """0-based (line, character) of a character offset."""
-    line = text.count("\n", 0, offset)
-    return line, offset - (text.rfind("\n", 0, offset) + 1)
-
-
-def offset_of(text: str, line: int, character: int) -> int:
-    """Character offset of a 0-based (line, character); past the end of a line is its end."""
-    lines = text.split("\n")
-    if not 0 <= line < len(lines):
-        raise RepairError(f"line {line + 1} is outside the file ({len(lines)} lines)")
-    return sum(len(s) + 1 for s in lines[:line]) + min(max(character, 0), len(lines[line]))
-
-
-def python_function_span(code: str, offset: int) -> tuple[int, int]:
-    """[start, end) of the innermost Python function around `offset` (from its first decorator
-    line to its last line, newline included). When the file does not parse, the function is
-    found by indentation (the nearest `def` line above whose block holds the offset), so a
-    syntax error can be repaired. Raises RepairError when no function encloses the offset."""
-    line = code.count("\n", 0, offset) + 1
-    lines = code.splitlines(keepends=True)
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as e:
-        best = _indent_function(lines, line)
-        if best is None:
-            raise RepairError(f"the file does not parse (line {e.lineno}: {e.msg}) and line {line} is not "
-                              "inside a `def` block") from None
-    else:
-        best = None
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-                if first <= line <= node.end_lineno and (best is None or first >= best[0]):
-                    best = (first, node.end_lineno)
-    if best is None:
-        raise RepairError(f"line {line} is not inside a function")
-    start = sum(len(s) for s in lines[: best[0] - 1])
-    return start, start + sum(len(s) for s in lines[best[0] - 1: best[1]])
-
-
-def _indent_function(lines: list[str], line: int) -> tuple[int, int] | None:
-    """1-based (first, last) line of the `def` block holding `line`, by indentation alone."""
-    def indent(s: str) -> int:
-        return len(s) - len(s.lstrip())
-
-    for d in range(min(line, len(lines)), 0, -1):
-        s = lines[d - 1]
-        if s.lstrip().startswith(("def ", "async def ")):
-            last = d
-            for k in range(d + 1, len(lines) + 1):
-                t = lines[k - 1]
-                if t.strip() and indent(t) <= indent(s):
-                    break
-                if t.strip():
-                    last = k
-            if last >= line:
-                return d, last
-    return None
-
-
-def python_parses(text: str) -> bool:
-    """Whether a piece of Python (a function, possibly indented as a method) parses."""
-    try:
-        ast.parse(textwrap.dedent(text))
-        return True
-    except (SyntaxError, ValueError):
-        return False
 
 
 class Repairer:
@@ -538,35 +449,6 @@ class Repairer:
         return edits
 
 
-def docstring_range(body: str) -> tuple[int, int] | None:
-    """[start, end) of the docstring in a function's text (whole lines), or None. By `ast` when
-    the dedented function parses, otherwise the first triple-quoted string right after the `def`
-    line (so a syntax error elsewhere does not make the prose a suspect)."""
-    lines = body.splitlines(keepends=True)
-    starts = [0]
-    for ln in lines:
-        starts.append(starts[-1] + len(ln))
-    try:
-        tree = ast.parse(textwrap.dedent(body))
-        fn = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
-        if fn is not None and fn.body and isinstance(fn.body[0], ast.Expr) \
-                and isinstance(fn.body[0].value, ast.Constant) and isinstance(fn.body[0].value.value, str):
-            d = fn.body[0]
-            return starts[d.lineno - 1], starts[min(d.end_lineno, len(lines))]
-        return None
-    except (SyntaxError, ValueError):
-        pass
-    m = re.search(r"^[^\n]*\bdef\b[^\n]*\n(?:[ \t]*\n)*[ \t]*[rRbBuU]?(\"\"\"|\'\'\')", body)
-    if m is None:
-        return None
-    close = body.find(m.group(1), m.end())
-    if close < 0:
-        return None
-    a = body.rfind("\n", 0, m.start(1)) + 1
-    b = body.find("\n", close + 3)
-    return a, (len(body) if b < 0 else b + 1)
-
-
 def _moved(ranges: list[tuple[int, int]], old: str, new: str) -> list[tuple[int, int]] | None:
     """The trusted ranges of `old` carried onto `new` (one contiguous change: the common prefix and
     suffix trimmed), or None when the change touches one of them."""
@@ -607,12 +489,6 @@ def _better(c_score: float, cand: list[int], best: tuple, n: int, length_cost: f
     if abs(a - b) <= TIE:
         return abs(len(cand) - n) < abs(len(best[0]) - n)
     return a > b
-
-
-def apply_edits(code: str, edits: list[TextEdit]) -> str:
-    for e in sorted(edits, key=lambda e: e.start, reverse=True):
-        code = code[: e.start] + e.new_text + code[e.end:]
-    return code
 
 
 # --- the core method `repair` (daemon, service and in-process core share it) --------------------

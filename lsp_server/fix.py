@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..diffusion_core.repair import RepairError, python_function_span, python_parses
+from ..diffusion_core.code_spans import RepairError, python_function_span, python_parses
 from .core_client import CoreClient, RepairQuery
 from .syntax import error_in, function_span, grammar_for
 

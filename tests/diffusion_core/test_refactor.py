@@ -7,7 +7,8 @@ import pytest
 
 from dllm_ls.diffusion_core.refactor import (
     RefactorRequest, changed_region, python_blocks, refactor, run_refactor)
-from dllm_ls.diffusion_core.repair import RepairConfig, Repairer, apply_edits
+from dllm_ls.diffusion_core.code_spans import apply_edits
+from dllm_ls.diffusion_core.repair import RepairConfig, Repairer
 from dllm_ls.diffusion_core.sampler import CompletionCancelled
 
 from .scripted import FileJudge

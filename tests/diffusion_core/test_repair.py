@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dllm_ls.diffusion_core.repair import (
-    RepairConfig, RepairError, Repairer, apply_edits, python_function_span)
+from dllm_ls.diffusion_core.code_spans import RepairError, apply_edits, python_function_span
+from dllm_ls.diffusion_core.repair import RepairConfig, Repairer
 
 from .scripted import JudgeModel
 
@@ -92,7 +92,7 @@ def test_should_stop_cancels(tokenizer):
 
 
 def test_docstring_is_context_and_comes_back_as_it_was(tokenizer):
-    from dllm_ls.diffusion_core.repair import docstring_range
+    from dllm_ls.diffusion_core.code_spans import docstring_range
 
     doc = '    """Add a and b; a doubted word here is prose."""\n'
     good = "def add(a, b):\n" + doc + "    total = a + b\n    return total\n"

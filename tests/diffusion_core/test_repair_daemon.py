@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dllm_ls.diffusion_core import rpc
-from dllm_ls.diffusion_core.repair import TextEdit, apply_edits
+from dllm_ls.diffusion_core.code_spans import TextEdit, apply_edits
 from dllm_ls.diffusion_core.sampler import Sampler
 
 from .scripted import JudgeModel

@@ -79,8 +79,9 @@ from ..diffusion_core.tokenizer import Tokenizer
 from .data import SequenceSampler, TokenData
 from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, diffusion_batch, eval_batches,
                          evaluate, loss_terms, shift_sources)
-from .train import (MetricsLog, RunState, TrainConfig, TrainError, end_run, export, latest_checkpoint, load_init,
-                    load_train_checkpoint, lr_at, make_optimizer, save_train_checkpoint, start_run, with_threads)
+from .train import (MetricsLog, TrainConfig, TrainError, end_run, load_init, lr_at, make_optimizer, start_run,
+                    with_threads)
+from .train_checkpoint import RunState, export, latest_checkpoint, load_train_checkpoint, save_train_checkpoint
 
 STAGES = ("distill", "onpolicy")
 TARGETS = ("teacher", "data")

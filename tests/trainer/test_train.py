@@ -141,7 +141,8 @@ def test_a_run_slower_than_its_probe_is_replanned_and_keeps_its_edit_stage(data,
 
 
 def test_replan_only_shrinks():
-    from dllm_ls.trainer.train import RunState, _Dist, _replan
+    from dllm_ls.trainer.train import _Dist, _replan
+    from dllm_ls.trainer.train_checkpoint import RunState
 
     cfg = TrainConfig(data_dir="d", tokenizer="t", out_dir="o", max_steps=None, max_minutes=10)
     st = RunState(step=100, total_steps=1000)
@@ -152,7 +153,8 @@ def test_replan_only_shrinks():
 
 
 def test_total_steps_from_the_probe():
-    from dllm_ls.trainer.train import RunState, _Dist, _total_from_probe
+    from dllm_ls.trainer.train import _Dist, _total_from_probe
+    from dllm_ls.trainer.train_checkpoint import RunState
 
     cfg = TrainConfig(data_dir="d", tokenizer="t", out_dir="o", max_steps=None, max_minutes=10, eval_every=100,
                       eval_batches=10)

@@ -30,7 +30,9 @@ block-attention kernel, which reads the length from the device and skips the emp
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 
 import torch
@@ -402,18 +404,12 @@ class GraphedStep(GraphedDecoder):
     def __init__(self, sampler: Sampler, block_size: int, *, use_graphs: bool | None = None):
         if sampler.model.cfg.shift:
             raise ValueError("GraphedStep: shift models keep a bound state; decode them eagerly")
-        import dataclasses
-
         super().__init__(sampler, dataclasses.replace(sampler.cfg, block_size=block_size),
                          use_graphs=use_graphs, lag=0)
         self.out = torch.zeros(self.b, self.model.cfg.vocab_size, device=self.device)
 
     def _step(self):  # what the graph holds: the forward alone, into a static output
         self.out.copy_(self._forward())
-
-    def _scratch_state(self):
-        self.cache.pos.fill_(1)
-        self._set_block(0, self.b, 0)
 
     def fits(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> bool:
         n, b = clean.shape[1], block.shape[1]
@@ -450,8 +446,6 @@ class GraphedStep(GraphedDecoder):
 def graphed_step(sampler: Sampler) -> GraphedStep | None:
     """A captured `GraphedStep` of the sampler's block size on CUDA, else None: on CPU, for causal
     and shift models, with DLLM_LS_GRAPHED_STEP=0, or when the capture fails (logged)."""
-    import os
-
     m = sampler.model.cfg
     if sampler.device.type != "cuda" or m.causal or m.shift or os.environ.get("DLLM_LS_GRAPHED_STEP", "1") == "0":
         return None

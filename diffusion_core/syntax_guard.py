@@ -25,10 +25,11 @@ and Q2 harnesses insert it, and what an editor on an empty line gets).
 The judged text J is inserted into a window of the document (prefix + J + suffix; at most
 `WINDOW_BEFORE`/`WINDOW_AFTER` characters around the cursor, cut at line boundaries, a cut
 prefix starting at its first `def`/`class`/decorator line, so a big file costs what a small one
-does and a cut inside a docstring does not turn the window into one big error) and tree-sitter lists its ERROR and MISSING nodes. A step opens a new
-syntax error when one of them is not an error of the last accepted judged text (at the start: the
-document with the hole empty) moved by the edit (the byte spans before the edit stay, those after
-it shift by the change of length). So errors that were there before (a hole often leaves the file
+does and a cut inside a docstring does not turn the window into one big error) and tree-sitter
+lists its ERROR and MISSING nodes. A step opens a new syntax error when one of them is not an
+error of the last accepted judged text (at the start: the document with the hole empty) moved by
+the edit (the byte spans before the edit stay, those after it shift by the change of length).
+So errors that were there before (a hole often leaves the file
 broken: `y = ` with nothing after it) are not new, but a completion that replaces such an error by
 another one (`y = x + )`) is caught, which counting errors would miss. A step that does not
 change J is not judged (no parse). The accepted tree is kept and re-parsed incrementally

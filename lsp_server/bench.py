@@ -82,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser):
             b.add_argument("--docs", choices=("files", "q1"), default="files",
                            help="files: whole held-out stdlib files, the cursor in a function body (the "
                                 "S2.* figures); q1: HumanEval Q1 prompts (S2.*_q1docs)")
+            b.add_argument("--mode", choices=("auto", "line", "block"), default="auto",
+                           help="the server's completion mode: auto (the default: block on a blank line, "
+                                "as an editor gets it; the S2.* figures), line (single-line completions, "
+                                "S2.*_line) or block (S2.*_block)")
         b.add_argument("--seed", type=int, default=0)
         b.add_argument("--max-tokens", type=int, default=64)
         b.add_argument("--json", metavar="PATH", help="merge the figures into this JSON file (docs/results.json)")
@@ -320,7 +324,8 @@ def percentile(values: list[float], q: float) -> float:
 async def bench_s2(args) -> dict:
     docs = getattr(args, "docs", "q1")
     tasks = file_tasks(args.limit, args.seed) if docs == "files" else q1_tasks(args.limit, args.seed)
-    ed = Editor(args, {"debounceMs": 0, "suggestionCache": False, "maxTokens": args.max_tokens})
+    mode = getattr(args, "mode", "auto")
+    ed = Editor(args, {"debounceMs": 0, "suggestionCache": False, "maxTokens": args.max_tokens, "mode": mode})
     startup_s = await ed.start()
     try:
         ed.open("file:///bench/warmup.py", "def f(x):\n    return \n")
@@ -349,7 +354,7 @@ async def bench_s2(args) -> dict:
         raise BenchError("S2: the keystroke requests did not reuse their document's prompt KV "
                          f"(reused fractions {reuse[:10]}...); the core's session cache is broken")
     dev = "gpu" if info["core"]["device"].startswith("cuda") else "cpu"
-    tag = "" if docs == "files" else "_q1docs"
+    tag = ("" if docs == "files" else "_q1docs") + ("" if mode == "auto" else f"_{mode}")
     figures = {f"S2.{dev}_startup_s{tag}": (round(startup_s, 2), "s")}
     for name, xs in ms.items():
         figures[f"S2.{dev}_{name}_p50_ms{tag}"] = (round(percentile(xs, 50), 1), "ms")
@@ -364,10 +369,16 @@ async def bench_s2(args) -> dict:
         "keystroke_reused_fraction_p50": round(percentile(reuse, 50), 3),
         "keystroke_reused_fraction_min": round(min(reuse), 3),
         "steps_p50": {k: percentile([c["steps"] for c in v], 50) for k, v in core.items()},
+        "tokens_p50": {k: percentile([c["tokens"] for c in v], 50) for k, v in core.items()},
         "core_compute_p50_ms": {k: round(percentile([c["compute_ms"] for c in v], 50), 1) for k, v in core.items()},
         # what the client saw beyond the core's sampling: LSP/JSON, tree-sitter, post-processing
         "server_overhead_p50_ms": {k: round(percentile([m - c["compute_ms"] - c["queue_ms"] for m, c in zip(ms[k], v)], 50), 1)
                                    for k, v in core.items()},
+        # of which the handler's own (engine, tree-sitter) and what is left: JSON-RPC, stdio, asyncio
+        "handler_overhead_p50_ms": {k: round(percentile([c.get("handler_ms", 0) - c["compute_ms"] - c["queue_ms"] for c in v], 50), 1)
+                                    for k, v in core.items()},
+        "transport_p50_ms": {k: round(percentile([m - c.get("handler_ms", 0) for m, c in zip(ms[k], v)], 50), 1)
+                             for k, v in core.items()},
     }
     return {"figures": figures, "tasks": len(tasks), "docs": docs, "details": details,
             "model": info["core"]["model"], "device": info["core"]["device"]}

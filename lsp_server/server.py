@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -266,6 +267,7 @@ def create_server(core_factory: CoreFactory | None = None) -> DllmServer:
     @ls.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
     @_request_guard
     async def inline_completion(params: lsp.InlineCompletionParams):
+        t0 = time.perf_counter()
         doc = ls.docs.get(params.text_document.uri)
         enc = ls.docs.encoding
         index = doc.index  # positions of this version, even if the document changes meanwhile
@@ -299,6 +301,8 @@ def create_server(core_factory: CoreFactory | None = None) -> DllmServer:
                 command=lsp.Command(title="dllm-ls: accepted", command=ACCEPT,
                                     arguments=[{"id": sug.id, "uri": doc.uri, "length": len(sug.text),
                                                 "mode": sug.mode, "cached": sug.cached}])))
+        # the handler's own time (the engine, tree-sitter, positions), beside the core's
+        ls.engine.telemetry.last_core["handler_ms"] = (time.perf_counter() - t0) * 1000
         return lsp.InlineCompletionList(items=items)
 
     def _lf_to_doc(index, lf_text: str, off: int) -> tuple[int, int]:

@@ -248,8 +248,17 @@ def run(args) -> int:
         return _run(args, dist)
     finally:
         # every rank ends its group before it exits: a gloo group left alive aborts the process at
-        # exit ("terminate called without an active exception") while rank 0 is still exporting
+        # exit ("terminate called without an active exception"). The ranks leave together (rank 1
+        # tearing its group down while rank 0 still exports aborted one CI run), after the DDP
+        # wrappers that hold the group are collected.
         if dist is not None and dist.is_initialized():
+            import gc
+
+            gc.collect()
+            try:
+                dist.barrier()
+            except Exception:  # a rank that died: torchrun ends the run anyway
+                pass
             dist.destroy_process_group()
 
 

@@ -182,7 +182,9 @@ def run(args) -> int:
         sandbox.workers = _share_cpus(args, device)
         ckpt, model, tok = _load(args, device)
         kind = "ar" if model.cfg.causal else "diffusion"
-        complete = ev.sampler_complete(Sampler(model, tok), icfg)
+        sampler = Sampler(model, tok)
+        sampler.use_cuda_graph()  # on CUDA the core's graphed step (the same completions, ~5x faster)
+        complete = ev.sampler_complete(sampler, icfg)
         complete(tasks[0])  # warm-up: allocations and kernels outside the timings
     report = ev.EvalReport(benchmark=bench, checkpoint=str(ckpt), model=kind, device=ev.describe_machine(device),
                            settings={**vars(icfg), "limit": args.limit, "timeout_s": args.timeout,

@@ -55,7 +55,7 @@ def test_write_results_merges(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bench", ["s2", "s2 --docs q1", "q1parse"])
+@pytest.mark.parametrize("bench", ["s2", "s2 --docs q1 --mode line", "q1parse"])
 def test_bench_runs_end_to_end(lsp_checkpoint, tmp_path, bench):
     out = tmp_path / "r.json"
     r = subprocess.run([sys.executable, "-m", "dllm_ls.cli", "bench", *bench.split(), "--checkpoint", str(lsp_checkpoint),
@@ -63,10 +63,14 @@ def test_bench_runs_end_to_end(lsp_checkpoint, tmp_path, bench):
                        env=server_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
-    name = {"s2": "S2.cpu_warm_p50_ms", "s2 --docs q1": "S2.cpu_warm_p50_ms_q1docs"}.get(bench, "Q1.lsp_insertion_parse_rate")
+    name = {"s2": "S2.cpu_warm_p50_ms", "s2 --docs q1 --mode line": "S2.cpu_warm_p50_ms_q1docs_line"}.get(
+        bench, "Q1.lsp_insertion_parse_rate")
     assert data[name]["value"] >= 0 and "--limit 3" in data[name]["command"]
     if bench.startswith("s2"):  # the keystroke reused the prompt's KV (the bench checks it) and says how much
         assert "keystroke_reused_fraction_p50" in r.stdout and "keystroke_over_cold_median_per_doc" in r.stdout
+        # the client's time split: the core's, the handler's own, the transport's
+        handler = next(line for line in r.stdout.splitlines() if "handler_overhead_p50_ms" in line)
+        assert "'warm': " in handler and "transport_p50_ms" in r.stdout
 
 
 def test_bench_without_a_model_is_one_line(tmp_path):

@@ -14,8 +14,8 @@ cd /tmp
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/env.txt"
 T=/tmp/s2_tests
 rm -rf "$T" && mkdir -p "$T" && cp -r "$REPO/tests" "$REPO/pyproject.toml" "$T/"
-(cd "$T" && timeout "${TEST_S:-240}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu \
-   tests/diffusion_core tests/kernels > "$OUT/gpu_tests.log" 2>&1)
+(cd "$T" && timeout "${TEST_S:-150}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu \
+   ${TESTS:-tests/diffusion_core} > "$OUT/gpu_tests.log" 2>&1)
 tail -3 "$OUT/gpu_tests.log"
 echo "== [$((SECONDS - START)) s] tests"
 for spec in "files auto" "files line" "q1 line" "files block"; do

@@ -18,8 +18,8 @@ rm -rf "$T" && mkdir -p "$T" && cp -r "$REPO/tests" "$REPO/pyproject.toml" "$T/"
    ${TESTS:-tests/diffusion_core} > "$OUT/gpu_tests.log" 2>&1)
 tail -3 "$OUT/gpu_tests.log"
 echo "== [$((SECONDS - START)) s] tests"
-for spec in "files auto" "files line" "q1 line" "files block"; do
-  set -- $spec
+for spec in ${S2_RUNS:-files:auto files:line q1:line}; do  # DOCS:MODE
+  set -- ${spec/:/ }
   timeout 150 python3 -m dllm_ls.cli bench s2 --docs "$1" --mode "$2" --limit "$LIMIT" --device cuda \
     --json "$OUT/s2.json" > "$OUT/s2_$1_$2.log" 2>&1
   echo "== [$((SECONDS - START)) s] $1 $2 (exit $?)"

@@ -39,7 +39,9 @@ case "$1" in
 train)
   MIN=$2
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  $DLLM train --out "$R" --prepare-only --no-progress 2>&1 | tail -3 || exit 1
+  # the shipped tokenizer: the stage runs need data tokenised with their model's (they would each
+  # re-tokenise it, at once, into the same directory)
+  $DLLM train --out "$R" --tokenizer "$SHIPPED/tokenizer.json" --prepare-only --no-progress 2>&1 | tail -3 || exit 1
   echo "== [$((SECONDS - START)) s] prepared"
   run_one() {  # NAME FLAGS...: a run that dies is run again without torch.compile/FlexAttention, in the time left
     local name=$1 t0=$SECONDS; shift

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# S2 on one GPU (issue 8), one device call: the GPU tests of the core and the kernels, then S2 on
+# S2 on one GPU (issue 8), one device call: the GPU tests of the core (TESTS: other paths), then S2 on
 # the held-out files in the server's modes side by side (auto: the editor's mix, block on a blank
 # line; line: single-line completions) and on the Q1 documents in line mode. Logs and the JSON
 # figures come back in $OUT.   carry: [".whl"]

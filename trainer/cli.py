@@ -245,20 +245,20 @@ def run(args) -> int:
         args.tokenizer = str(resolve_checkpoint(args.init) / "tokenizer.json")
     dist = _dist_init()
     try:
-        return _run(args, dist)
-    finally:
-        # every rank ends its group before it exits: a gloo group left alive aborts the process at
-        # exit ("terminate called without an active exception"). The ranks leave together (rank 1
-        # tearing its group down while rank 0 still exports aborted one CI run), after the DDP
-        # wrappers that hold the group are collected.
-        if dist is not None and dist.is_initialized():
+        rc = _run(args, dist)
+        if dist is not None:
+            # the ranks leave together, after the DDP wrappers that hold the group are collected:
+            # rank 1 tearing its group down while rank 0 still exported aborted one CI run. Not
+            # after an error: the others may be inside another collective (torchrun ends them)
             import gc
 
             gc.collect()
-            try:
-                dist.barrier()
-            except Exception:  # a rank that died: torchrun ends the run anyway
-                pass
+            dist.barrier()
+        return rc
+    finally:
+        # every rank ends its group before it exits: a gloo group left alive aborts the process at
+        # exit ("terminate called without an active exception")
+        if dist is not None and dist.is_initialized():
             dist.destroy_process_group()
 
 

@@ -364,21 +364,22 @@ async def bench_s2(args) -> dict:
     figures[f"S2.{dev}_keystroke_over_cold{tag}"] = (round(percentile(key, 50) / c50, 3) if c50 else 0.0, "ratio")
     figures[f"S2.{dev}_keystroke_over_cold_median_per_doc{tag}"] = (
         round(percentile([k / c for k, c in zip(key, cold) if c], 50), 3), "ratio")
+    def p50(value) -> dict:
+        """{kind: p50 over the documents of value(client ms, the core's trace)}."""
+        return {k: round(percentile([value(m, c) for m, c in zip(ms[k], v)], 50), 1) for k, v in core.items()}
+
     details = {
         "prompt_tokens_p50": percentile([c["prompt_tokens"] for c in core["cold"]], 50),
         "keystroke_reused_fraction_p50": round(percentile(reuse, 50), 3),
         "keystroke_reused_fraction_min": round(min(reuse), 3),
-        "steps_p50": {k: percentile([c["steps"] for c in v], 50) for k, v in core.items()},
-        "tokens_p50": {k: percentile([c["tokens"] for c in v], 50) for k, v in core.items()},
-        "core_compute_p50_ms": {k: round(percentile([c["compute_ms"] for c in v], 50), 1) for k, v in core.items()},
+        "steps_p50": p50(lambda m, c: c["steps"]),
+        "tokens_p50": p50(lambda m, c: c["tokens"]),
+        "core_compute_p50_ms": p50(lambda m, c: c["compute_ms"]),
         # what the client saw beyond the core's sampling: LSP/JSON, tree-sitter, post-processing
-        "server_overhead_p50_ms": {k: round(percentile([m - c["compute_ms"] - c["queue_ms"] for m, c in zip(ms[k], v)], 50), 1)
-                                   for k, v in core.items()},
+        "server_overhead_p50_ms": p50(lambda m, c: m - c["compute_ms"] - c["queue_ms"]),
         # of which the handler's own (engine, tree-sitter) and what is left: JSON-RPC, stdio, asyncio
-        "handler_overhead_p50_ms": {k: round(percentile([c.get("handler_ms", 0) - c["compute_ms"] - c["queue_ms"] for c in v], 50), 1)
-                                    for k, v in core.items()},
-        "transport_p50_ms": {k: round(percentile([m - c.get("handler_ms", 0) for m, c in zip(ms[k], v)], 50), 1)
-                             for k, v in core.items()},
+        "handler_overhead_p50_ms": p50(lambda m, c: c["handler_ms"] - c["compute_ms"] - c["queue_ms"]),
+        "transport_p50_ms": p50(lambda m, c: m - c["handler_ms"]),
     }
     return {"figures": figures, "tasks": len(tasks), "docs": docs, "details": details,
             "model": info["core"]["model"], "device": info["core"]["device"]}

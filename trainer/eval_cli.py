@@ -183,7 +183,7 @@ def run(args) -> int:
         ckpt, model, tok = _load(args, device)
         kind = "ar" if model.cfg.causal else "diffusion"
         sampler = Sampler(model, tok)
-        sampler.use_cuda_graph()  # on CUDA the core's graphed step (the same completions, as the core)
+        sampler.use_cuda_graph()  # on CUDA, the core's graphed step (the same completions)
         complete = ev.sampler_complete(sampler, icfg)
         complete(tasks[0])  # warm-up: allocations and kernels outside the timings
     report = ev.EvalReport(benchmark=bench, checkpoint=str(ckpt), model=kind, device=ev.describe_machine(device),

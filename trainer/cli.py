@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser):
                         "or towards the data along the current model's on-track states (data; onpolicy's only)")
     s.add_argument("--horizon", type=int, default=0, metavar="H",
                    help="a state's loss covers only the positions its trajectory commits within H steps (0: all)")
+    s.add_argument("--teacher-kl", type=float, default=0.0, metavar="W",
+                   help="distill with a horizon: weight of KL(teacher || student) at the masked positions beyond it")
     s.add_argument("--distill-rules", metavar="T:TEMP,...",
                    help="distill: the decoding rules sampled per batch, threshold:temperature pairs "
                         "(default 0.9:0,0.7:0,0.5:0,0.9:0.7)")
@@ -339,7 +341,7 @@ def _post(args, tok_path: Path, data: Path, log, rank: int, t_start: float) -> i
         lr=args.lr if args.lr != 2e-3 else 3e-4, warmup_steps=args.warmup if args.warmup != 200 else 20,
         schedule=args.schedule, weight_decay=args.weight_decay, threshold=args.threshold,
         data_weight=args.data_weight, updates_per_rollout=args.updates_per_rollout, fim_only=args.fim_only,
-        targets=args.targets or "", horizon=args.horizon, **({"distill_rules": _rules(args.distill_rules)} if args.distill_rules else {}),
+        targets=args.targets or "", horizon=args.horizon, teacher_kl=args.teacher_kl, **({"distill_rules": _rules(args.distill_rules)} if args.distill_rules else {}),
         data=SequenceConfig(seq_len=args.seq_len, p_fim=args.p_fim),
         eval_every=args.eval_every if args.eval_every != 250 else 50, eval_batches=args.eval_batches,
         ckpt_every=args.ckpt_every, log_every=args.log_every if args.log_every != 10 else 5, seed=args.seed,

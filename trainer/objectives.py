@@ -339,14 +339,20 @@ class TrainModule(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, idx, positions, mask, targets, src=None):
+    def forward(self, idx, positions, mask, targets, src=None, ref=None):
         """idx, positions: (B, T_in); mask: bool (B|1, 1, T_in, T_in) or BlockMask; targets (B, T_out).
 
         Returns CE (B, T_out) in float32 of logits at positions [0, T_out) (or at `src`, a shift
-        model's (B, T_out) source positions, `shift_sources`) against targets.
+        model's (B, T_out) source positions, `shift_sources`) against targets; with `ref`, a
+        reference model's logits (B, T_out, V), also KL(ref || this model) per position.
         """
         logits = self.logits(idx, positions, mask, targets.shape[1], src)  # (B, T_out, V)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        if ref is None:
+            return ce
+        ref_logp = F.log_softmax(ref.float(), -1)
+        kl = (ref_logp.exp() * (ref_logp - F.log_softmax(logits, -1))).sum(-1)
+        return ce, kl
 
     def logits(self, idx, positions, mask, n_out: int, src=None) -> torch.Tensor:
         """`Transformer.forward` without a cache, the tied head applied to the first n_out positions

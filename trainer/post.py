@@ -98,6 +98,7 @@ class PostConfig(TrainConfig):
     post_keep_weight: float = 0.1  # CE weight of visible generated positions of a state (target: itself)
     augment_max: float = 0.1  # stage 3: edit augmentation share alpha ~ U[0, augment_max]
     horizon: int = 0  # > 0: a state's loss covers the positions its trajectory commits within this many steps
+    teacher_kl: float = 0.0  # with a horizon: weight of KL(teacher || student) at the masked positions beyond it
     verify_context: int = 48
     fim_only: bool = False  # roll out the FIM middles only (generated_positions' `middle`)
     updates_per_rollout: int = 2
@@ -124,6 +125,11 @@ class PostConfig(TrainConfig):
             raise TrainError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
         if self.horizon < 0:
             raise TrainError(f"horizon must be >= 0, not {self.horizon}")
+        if self.teacher_kl < 0:
+            raise TrainError(f"teacher_kl must be >= 0, not {self.teacher_kl}")
+        if self.teacher_kl > 0 and (self.targets != "teacher" or self.horizon == 0):
+            raise TrainError("teacher_kl anchors the positions beyond the horizon to the frozen teacher: "
+                             "it needs targets 'teacher' and a horizon")
         if self.stage == "onpolicy" and self.targets != "data":
             raise TrainError("on-policy targets are the data: the current model's own outputs reward confidence, "
                              "not correctness")
@@ -294,7 +300,8 @@ def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tenso
     keep_weight, augmented (replaced) ones weight 1; blocks with keep False weigh nothing. With
     horizon h > 0 a masked position weighs 1 only when the trajectory committed it within h steps
     of the state (commit_step < k + h), else nothing: the state learns to commit what the
-    trajectory commits next, in its order, not to guess the whole block from few tokens."""
+    trajectory commits next, in its order, not to guess the whole block from few tokens; those
+    later positions are `beyond` (where `teacher_kl` matches the teacher's distribution)."""
     target = x0 if target is None else target
     nblk = r.steps.shape[1]
     k = random_steps(on_track(r, target, gen, bid, nblk) + 1, generator)
@@ -308,11 +315,14 @@ def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tenso
         n = int(corrupted.sum())
         if n:
             xt[corrupted] = torch.as_tensor(draw(rng, n), device=x0.device, dtype=xt.dtype)
-    w = torch.where(masked | corrupted, 1.0, keep_weight) * gen * keep.gather(1, bid)
+    valid = gen & keep.gather(1, bid)
+    w = torch.where(masked | corrupted, 1.0, keep_weight) * valid
+    beyond = torch.zeros_like(masked)
     if horizon > 0:
-        w = torch.where(masked & (r.commit_step >= k.gather(1, bid) + horizon), 0.0, w)
+        beyond = masked & valid & (r.commit_step >= k.gather(1, bid) + horizon)
+        w = torch.where(beyond, 0.0, w)
     return {"idx": torch.cat([xt, x0], 1), "targets": target, "weight": w.float(), "masked": masked,
-            "corrupted": corrupted, "valid": gen & keep.gather(1, bid)}
+            "corrupted": corrupted, "valid": valid, "beyond": beyond}
 
 
 def post_train(cfg: PostConfig) -> dict:
@@ -487,10 +497,20 @@ def _post_train(cfg: PostConfig) -> dict:
                 b = post_batch(r, x0, gen, bid, keep, mask_id=tok.mask_id, keep_weight=cfg.post_keep_weight,
                                augment_max=cfg.augment_max if cfg.stage == "distill" else 0.0, draw=draw,
                                generator=gen_t, rng=rng, target=target, horizon=cfg.horizon)
-                with autocast:
-                    ce = module(b["idx"], pos, mask, b["targets"], src)
-                post_loss = (ce * b["weight"]).sum() / b["valid"].sum().clamp(min=1)
-                loss = post_loss
+                n_valid = b["valid"].sum().clamp(min=1)
+                if cfg.teacher_kl > 0:
+                    with torch.no_grad(), autocast:
+                        ref = teacher_mod(b["idx"], pos, mask, L, src)
+                    with autocast:
+                        ce, kl = module(b["idx"], pos, mask, b["targets"], src, ref)
+                    kl_loss = (kl * b["beyond"]).sum() / n_valid
+                    add("teacher_kl", kl_loss.detach())
+                else:
+                    with autocast:
+                        ce = module(b["idx"], pos, mask, b["targets"], src)
+                    kl_loss = 0.0
+                post_loss = (ce * b["weight"]).sum() / n_valid
+                loss = post_loss + cfg.teacher_kl * kl_loss
                 if cfg.data_weight > 0:
                     d = diffusion_batch(x0_np, anchor, bs, edit=False, ids=sampler.special, cfg=cfg.objective,
                                         rng=sampler.rng(state.step, dist.rank, 0, 6))

@@ -161,12 +161,13 @@ def post_config(root, model, stage, out, **kw) -> PostConfig:
     return PostConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("stage,fim_only,targets,horizon", [("onpolicy", False, "", 0), ("distill", False, "", 2),
-                                                            ("distill", False, "data", 0), ("onpolicy", True, "", 0)])
-def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only, targets, horizon):
+@pytest.mark.parametrize("stage,fim_only,targets,horizon,kl", [
+    ("onpolicy", False, "", 0, 0.0), ("distill", False, "", 2, 0.0), ("distill", False, "", 2, 1.0),
+    ("distill", False, "data", 0, 0.0), ("onpolicy", True, "", 0, 0.0)])
+def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only, targets, horizon, kl):
     root, model, _ = run
     summary = post_train(post_config(root, model, stage, tmp_path / stage, fim_only=fim_only, targets=targets,
-                                     horizon=horizon))
+                                     horizon=horizon, teacher_kl=kl))
     assert summary["targets"] == ("teacher" if stage == "distill" and not targets else "data")
     recs = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in recs if "steps_per_token" in r]
@@ -178,6 +179,10 @@ def test_both_stages_train_report_and_export(run, tmp_path, stage, fim_only, tar
     if teacher:
         assert all(0 < r["teacher_steps_per_token"] <= 1 and 0 <= r["teacher_agree"] <= 1 for r in train_recs)
         assert train_recs[0]["teacher_agree"] == 1.0  # one rollout in, student and teacher are one model
+    # the KL to the teacher is logged where it is trained: ~0 at the first update (one model), then >= 0
+    assert all(("teacher_kl" in r) == (kl > 0) for r in train_recs)
+    if kl:
+        assert abs(train_recs[0]["teacher_kl"]) < 1e-3 and all(r["teacher_kl"] >= -1e-4 for r in train_recs)
     assert [r for r in recs if "val_loss" in r][0]["step"] == 0  # the starting point is on the curve
     assert summary["steps"] == 6 and summary["stage"] == stage and (tmp_path / stage / "speedup.png").is_file()
     m, tok = load_checkpoint(tmp_path / stage / "export")
@@ -251,6 +256,11 @@ def test_targets_default_per_stage_and_bad_ones_are_refused(run):
         post_config(root, model, "distill", "x", targets="self")
     with pytest.raises(TrainError, match="horizon must be >= 0"):
         post_config(root, model, "distill", "x", horizon=-1)
+    with pytest.raises(TrainError, match="teacher_kl must be >= 0"):
+        post_config(root, model, "distill", "x", horizon=2, teacher_kl=-1.0)
+    for kw in (dict(horizon=0), dict(horizon=2, targets="data")):  # nothing beyond a horizon, or no teacher
+        with pytest.raises(TrainError, match="teacher_kl anchors"):
+            post_config(root, model, "distill", "x", teacher_kl=1.0, **kw)
 
 
 def test_distill_rules_from_the_command_line():
@@ -293,8 +303,10 @@ def test_teacher_targets_make_every_state_of_its_trajectory_a_training_state():
             if m.any():
                 nxt = m & (r.commit_step[0] == r.commit_step[0][m].min())
                 assert (h["weight"][0][nxt] == 1).all() and (h["weight"][0][m & ~nxt] == 0).all()
+                assert (h["beyond"][0][m] == ~nxt[m]).all()  # where the teacher KL applies instead
                 later += int((m & ~nxt).sum())
     assert later > 0  # still-masked positions committed later than the next step weigh nothing
+    assert not t["beyond"].any()  # without a horizon every masked position has its target
     assert seen_data == {4}  # against the data only the all-mask state of block 1 is on track
     assert seen_teacher == {4, 2, 1}  # against the teacher's y: all three states (steps 0, 1, 2)
 

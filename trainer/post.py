@@ -40,7 +40,11 @@ replaced by random ones, weight 1). With `horizon` h > 0 a state's loss covers o
 that its trajectory commits within h steps: the student learns to commit in one step what the
 teacher commits in h, in the teacher's order (the constrained order), instead of guessing the
 whole block's output from a nearly empty state (which the first teacher runs learned: confident
-other predictions at the most-masked states, docs/results.md). The teacher's rollouts do not go stale, so one batch of them
+other predictions at the most-masked states, docs/results.md). With `teacher_kl` w > 0 the
+positions beyond the horizon are not left free: they learn the teacher's whole distribution there
+(w * KL(teacher || student), from one no-grad teacher forward of the same state), so the student
+keeps the stage-2 model's view of what it cannot commit yet; without it the distilled models
+drifted (validation NELBO up, Q1 down). The teacher's rollouts do not go stale, so one batch of them
 feeds many updates (`updates_per_rollout`). The figures follow the student's own greedy rollout
 on the same batch (steps per token, agreement with the teacher's choice).
 

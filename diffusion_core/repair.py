@@ -72,8 +72,9 @@ from .tokenizer import Tokenizer
 class RepairConfig:
     suspect_prob: float = 0.5  # a present token below this probability is a suspect
     # margin and length_cost were calibrated on Q3's tune split (odd HumanEval problems, injector seed 1)
-    margin: float = 12.0  # a candidate must raise the score by this much (nats; see `score`); the model's own:
-    # 6 for the first shipped model, 12 for its continued pre-training (docs/results.md, session 5)
+    margin: float = 4.0  # a candidate must raise the score by this much (nats; see `score`); the model's own:
+    # 6 for the first shipped model, 12 for its continued pre-training (session 5), 4 for its stage-3
+    # distillation (docs/results.md, session 13)
     length_cost: float = 2.0  # score "sum": nats credited per token (a deletion must gain more than this)
     score: str = "sum"  # "sum": sum of the tokens' log-probs + length_cost * tokens; "mean": mean log-prob
     max_rounds: int = 2

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from dllm_ls.diffusion_core.checkpoint import load_checkpoint
 from dllm_ls.trainer.objectives import TrainModule, batch_mask, batch_positions
-from dllm_ls.trainer.post import block_layout, generated_positions, random_steps, rollout, state_at
+from dllm_ls.trainer.rollouts import block_layout, generated_positions, random_steps, rollout, state_at
 
 
 def main(base_dir: str, post_dir: str):

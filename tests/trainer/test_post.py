@@ -11,9 +11,9 @@ from dllm_ls.diffusion_core.checkpoint import load_checkpoint
 from dllm_ls.diffusion_core.model import ModelConfig
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 from dllm_ls.trainer.objectives import TrainModule, batch_mask, batch_positions
-from dllm_ls.trainer.post import (PostConfig, block_layout, block_nelbo, generated_positions, post_batch, post_train,
-                                  on_track, random_steps, rollout, state_at, syntax_errors,
-                                  verify_blocks)
+from dllm_ls.trainer.post import PostConfig, post_train
+from dllm_ls.trainer.rollouts import (block_layout, block_nelbo, generated_positions, on_track, post_batch, random_steps,
+                                      rollout, state_at, syntax_errors, verify_blocks)
 from dllm_ls.diffusion_core.tokenizer import Tokenizer
 from dllm_ls.trainer.train import TrainConfig, TrainError, train
 

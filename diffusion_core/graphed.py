@@ -74,27 +74,40 @@ class _Static:
                              dtype=p.dtype, device=p.device)
         self.cuda = self.device.type == "cuda"
         self.use_graphs = self.cuda if use_graphs is None else (use_graphs and self.cuda)
-        self.triton = use_triton(p)
+        self.kernels = use_triton(p)  # the Triton kernels run here
+        self.triton = self.kernels  # ... and serve the step's attention and commit
         self.lag = max(0, lag) if self.cuda else 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
         self.steps_run = 0
+        # the prompt's prefill, one static shape (and graph) per bucket of lengths
+        top = cfg.max_seq_len
+        self.buckets = sorted({min(top, 32 << i) for i in range(max(1, top.bit_length()))})
+        self.pf_ids = torch.zeros(top, dtype=torch.long, device=p.device)
+        self.pf_n = torch.zeros((), dtype=torch.long, device=p.device)
+        self.pf_h = torch.zeros(cfg.dim, dtype=p.dtype, device=p.device)  # final-normed, last real token
+        self.pf_ar = torch.arange(top, device=p.device)
+        self.pf_causal = self.pf_ar[:, None] >= self.pf_ar[None, :]
+        self.pf_graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.prefills_graphed = 0
 
     # --- the model over static buffers -------------------------------------------------------
 
-    def _layers(self, ids, positions, slots, self_mask):
+    def _layers(self, ids, positions, slots, self_mask, triton: bool | None = None):
         """Transformer.forward for n_tok tokens at RoPE `positions`, their K/V written to cache
         `slots` (= pos + arange), attending to the cache's first `pos` slots and to each other
-        under `self_mask` (n_tok, n_tok). Returns the final hidden states after the last norm."""
+        under `self_mask` (n_tok, n_tok). Returns the final hidden states after the last norm.
+        `triton` (default: `self.triton`) False: masked SDPA over the buffer."""
         m, cache = self.model, self.cache
         T = ids.shape[0]
+        triton = self.triton if triton is None else triton
         H, D, C = m.cfg.n_head, m.cfg.head_dim, m.cfg.dim
         x = m.tok_emb(ids)[None]  # (1, T, C)
         cos, sin = m.rope_cos[positions], m.rope_sin[positions]  # (T, D/2)
         cos2 = torch.cat([cos, cos], -1)  # (T, D): RoPE as x * cos2 + rotate_half(x) * sin2, the
         sin2 = torch.cat([-sin, sin], -1)  # same products and sums as apply_rope, in fewer launches
         pos = cache.pos
-        if not self.triton:  # static-shape SDPA over the whole buffer, masked
+        if not triton:  # static-shape SDPA over the whole buffer, masked
             from ..kernels.block_attention import full_mask
 
             mask = full_mask(pos, T, cache.capacity, self_mask, x.device)[None, None]
@@ -107,7 +120,7 @@ class _Static:
             kc, vc = cache.k[i], cache.v[i]  # (1, H, capacity, D)
             kc.index_copy_(2, slots, k)
             vc.index_copy_(2, slots, v)
-            if self.triton:
+            if triton:
                 from ..kernels.block_attention import block_attention_triton
 
                 y = block_attention_triton(q, kc, vc, pos.view(1), self_mask)
@@ -116,6 +129,48 @@ class _Static:
             x = x + att.wo(y.transpose(1, 2).reshape(1, T, C))
             x = x + layer.ffn(norm(layer.ffn_norm, x))
         return norm(m.norm, x[0])
+
+    def _prefill_step(self, T: int):
+        """The first `pf_n` of `pf_ids[:T]` enter the cache at `pos` (causally, as `model.extend`),
+        padded to the bucket T (the pads come after them: no real token sees one; their K/V land in
+        scratch slots past the prompt). `pf_h` = the last real token's final hidden state."""
+        pos = self.cache.pos
+        ar = self.pf_ar[:T]
+        positions = (pos + ar).clamp(max=self.max_seq_len - 1)
+        slots = (pos + ar).clamp(max=self.cache.capacity - 1)  # real slots stay < capacity - 1
+        h = self._layers(self.pf_ids[:T], positions, slots, self.pf_causal[:T, :T],
+                         triton=self.kernels and T <= 256)
+        self.pf_h.copy_(h.index_select(0, (self.pf_n - 1).clamp(min=0).view(1))[0])
+
+    def _bucket(self, n: int, length: int) -> int | None:
+        """The prefill bucket for n tokens onto a cache of `length`, None if they do not fit one."""
+        if not 0 < n <= self.max_seq_len - length:  # (so the real slots stay < capacity - 1)
+            return None
+        return next((t for t in self.buckets if t >= n), None)
+
+    def _run_prefill(self, ids: torch.Tensor, T: int):
+        """The prefill of `ids` (n,) at the device position `cache.pos` (not advanced) in bucket T."""
+        self.pf_ids[:ids.numel()].copy_(ids, non_blocking=self.cuda)
+        self.pf_n.fill_(ids.numel())
+        g = self.pf_graphs.get(T)
+        if g is not None:
+            g.replay()
+            self.prefills_graphed += 1
+        else:
+            self._prefill_step(T)
+
+    def _prefill(self, clean: list[int]) -> bool:
+        """Append `clean` to the cache in one bucketed forward (a graph replay on CUDA); `pf_h` holds
+        the last token's final hidden state. False (nothing done) when no bucket holds it."""
+        n = len(clean)
+        T = self._bucket(n, self.cache.length)
+        if T is None:
+            return False
+        self._run_prefill(torch.tensor(clean, dtype=torch.long), T)
+        self.cache.advance(n)
+        self.cache.append_tokens(clean)
+        self.cache.bound = self.pf_h[None].clone() if self.model.cfg.shift else None
+        return True
 
     def _run_step(self):
         if self.graph is not None:
@@ -146,6 +201,22 @@ class _Static:
             log.warning("CUDA graph capture failed, decoding eagerly: %s", self.graph_error)
             torch.cuda.synchronize()
             self.cache.reset()
+            return
+        try:  # the prefills, one graph per bucket, from an empty cache (what they run is the same)
+            for T in self.buckets:
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s), torch.no_grad():
+                    self._prefill_step(T)
+                torch.cuda.current_stream().wait_stream(s)
+                pg = torch.cuda.CUDAGraph()
+                with torch.no_grad(), torch.cuda.graph(pg, pool=self.graph.pool()):
+                    self._prefill_step(T)
+                self.pf_graphs[T] = pg
+        except Exception as e:  # noqa: BLE001 - the prompts run eagerly, the steps replay
+            self.pf_graphs = {}
+            log.warning("prefill graph capture failed, prompts run eagerly: %s: %s", type(e).__name__, e)
+            torch.cuda.synchronize()
+        self.cache.reset()
 
     def _pipeline(self, first_snapshot: torch.Tensor, process, max_steps: int):
         """Run steps until `process(snapshot row)` says done; the GPU runs up to `lag` steps ahead."""
@@ -287,17 +358,21 @@ class GraphedDecoder(_Static):
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False)
         self.line_mode.fill_(ctx.mode == "line")
-        # step 1 is Sampler's own first step: the prompt and the first block in one forward
         b0 = min(b, max_tokens)
         self._set_block(0, b0, max_tokens)
-        clean_t = torch.tensor([clean], dtype=torch.long, device=self.device).view(1, len(clean))
-        logits = self.model.step(clean_t, self.ids[b:b + b0][None], cache)[0]  # (b0, V)
-        cache.append_tokens(clean)
-        if self.shift:
-            self.bound.copy_(cache.bound[0])
-        if b0 < b:
-            logits = torch.cat([logits, logits.new_zeros(b - b0, logits.shape[1])])
-        self._update(logits)
+        if self._prefill(clean):  # the prompt in one bucketed forward, then the first block's step
+            if self.shift:
+                self.bound.copy_(self.pf_h)
+            self._run_step()
+        else:  # step 1 as Sampler's own: the prompt and the first block in one forward
+            clean_t = torch.tensor([clean], dtype=torch.long, device=self.device).view(1, len(clean))
+            logits = self.model.step(clean_t, self.ids[b:b + b0][None], cache)[0]  # (b0, V)
+            cache.append_tokens(clean)
+            if self.shift:
+                self.bound.copy_(cache.bound[0])
+            if b0 < b:
+                logits = torch.cat([logits, logits.new_zeros(b - b0, logits.shape[1])])
+            self._update(logits)
         st = {"generated": [], "stop": None, "text": ""}
         eos = self.tok.eos_id
 
@@ -365,8 +440,11 @@ class GraphedAR(_Static):
             self.cache.reset()
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False)
-        logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]  # step 1: the prompt
-        cache.append_tokens(clean)
+        if self._prefill(clean):  # step 1: the prompt, in one bucketed forward
+            logits = F.linear(self.pf_h, self.model.tok_emb.weight).float()
+        else:
+            logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
+            cache.append_tokens(clean)
         first = logits.masked_fill(s.ban, float("-inf")).argmax().view(1)
         self.tok_in.copy_(first)
         st = {"generated": [], "stop": None, "text": ""}
@@ -398,8 +476,9 @@ class GraphedStep(GraphedDecoder):
     `GraphedDecoder._forward` over its own static cache: the session cache's first `length` slots
     are copied in before the replay (a few MB at most, device to device) and the new clean tokens'
     K/V copied back after, so any session's `KVCache` works with the one graph. `fits` says which
-    calls it takes: batch 1, non-shift models, clean <= b and 1 <= block <= b tokens (the first step
-    of a long prompt runs eagerly). On CPU the same code runs without a graph (the tests)."""
+    calls it takes: batch 1, non-shift models, 1 <= block <= b tokens, and clean <= b tokens or a
+    longer prompt within max_seq_len (then its bucketed prefill graph runs first, and the step
+    after it). On CPU the same code runs without a graph (the tests)."""
 
     def __init__(self, sampler: Sampler, block_size: int, *, use_graphs: bool | None = None):
         if sampler.model.cfg.shift:
@@ -414,7 +493,8 @@ class GraphedStep(GraphedDecoder):
     def fits(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> bool:
         n, b = clean.shape[1], block.shape[1]
         ck, sk = cache.k, self.cache.k  # (n_layer, batch, H, capacity, D)
-        return (n <= self.b and 1 <= b <= self.b and cache.length + n + b <= self.max_seq_len
+        return ((n <= self.b or self._bucket(n, cache.length) is not None)
+                and 1 <= b <= self.b and cache.length + n + b <= self.max_seq_len
                 and clean.shape[0] == block.shape[0] == 1 and ck.shape[:3] == sk.shape[:3]
                 and ck.shape[4] == sk.shape[4] and ck.dtype == sk.dtype and ck.device == sk.device)
 
@@ -431,9 +511,14 @@ class GraphedStep(GraphedDecoder):
             s.v[:, :, :, :L].copy_(cache.v[:, :, :, :L])
         s.pos.fill_(L)
         self.ids.fill_(self.tok.mask_id)
-        self.ids[:n].copy_(clean[0])
+        pre = n > self.b  # a long prompt: its own bucketed prefill first, then the step
+        if pre:
+            self._run_prefill(clean[0], self._bucket(n, L))
+            s.pos.fill_(L + n)
+        else:
+            self.ids[:n].copy_(clean[0])
         self.ids[self.b:self.b + b].copy_(block[0])
-        self.n_prev.fill_(n)
+        self.n_prev.fill_(0 if pre else n)
         self.active.copy_(self.ar_b < b)
         self._run_step()
         if n:

@@ -78,6 +78,31 @@ def test_graphed_ar_equals_the_sampler(tokenizer, seed):
         _same(dec.complete(prefix, suffix, mode="line" if i == 0 else "block"), want)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_prefill_appends_as_extend(tokenizer, causal):
+    """The bucketed prefill writes the K/V and the last hidden state that `model.extend` computes,
+    onto an empty or a filled cache, whatever its padding; no bucket, or too long: it declines."""
+    from dllm_ls.diffusion_core.kv_cache import KVCache
+
+    m = _model(tokenizer, 1, causal=causal)
+    dec = graphed(Sampler(m, tokenizer, SamplerConfig(block_size=8)))
+    assert dec.buckets[0] == 32 and dec.buckets[-1] == m.cfg.max_seq_len
+    ids = tokenizer.encode("def f(x):\n    return x + 1\n\n\nclass A:\n    pass\n" * 3)
+    ref = KVCache.for_model(m, capacity=dec.cache.capacity)
+    for part in (ids[:5], ids[5:]):  # the second onto a cache of 5
+        want = m.extend(torch.tensor([part]), ref)
+        assert dec._prefill(part)
+        n = dec.cache.length
+        assert n == ref.length and dec.cache.tokens == ids[:n]
+        torch.testing.assert_close(dec.cache.k[..., :n, :], ref.k[..., :n, :])
+        torch.testing.assert_close(dec.cache.v[..., :n, :], ref.v[..., :n, :])
+        head = torch.nn.functional.linear(dec.pf_h, m.tok_emb.weight)
+        torch.testing.assert_close(head, want[0], atol=1e-4, rtol=1e-4)
+    assert not dec._prefill([])
+    assert not dec._prefill([1] * (m.cfg.max_seq_len - dec.cache.length + 1))
+    assert dec.cache.length == len(ids)
+
+
 def test_time_steps_leaves_the_decoder_usable(tokenizer):
     s = Sampler(_model(tokenizer, 1), tokenizer, SamplerConfig(block_size=8, max_tokens=16))
     dec = GraphedDecoder(s)
@@ -104,20 +129,21 @@ def _decode_with(s: Sampler, step, prefix, suffix, mode, cfg=None, cache=None):
 
 def test_graphed_step_equals_model_step(tokenizer):
     """Logits and the cache's new K/V as `model.step`, for every kind of call the core makes: a
-    block's first step (clean = the finished block), a later one, a short tail block, and calls
-    it does not fit (a long prompt, a block over its size) it refuses."""
+    block's first step (clean = the finished block), a later one, a short tail block, a long
+    prompt (its bucketed prefill, then the step), and calls it does not fit (a block over its
+    size, a prompt over max_seq_len) it refuses."""
     m = _model(tokenizer, 1)
     s = Sampler(m, tokenizer, SamplerConfig(block_size=8))
     gs = GraphedStep(s, 8)
     a, b = s.new_cache(), s.new_cache()
     prompt = torch.tensor([tokenizer.encode(PROMPTS[1][0])])
+    assert prompt.shape[1] > 8
     blk = torch.full((1, 8), tokenizer.mask_id)
-    assert not gs.fits(prompt, blk, a) and not gs.fits(prompt[:, :2], torch.cat([blk, blk], 1), a)
-    m.step(prompt, blk, a)
-    m.step(prompt, blk, b)
+    assert not gs.fits(prompt[:, :2], torch.cat([blk, blk], 1), a)
+    assert not gs.fits(torch.zeros(1, m.cfg.max_seq_len, dtype=torch.long), blk, a)
     torch.manual_seed(0)
-    for n, width in ((0, 8), (8, 8), (0, 8), (3, 5), (0, 1), (1, 1)):
-        clean = torch.randint(0, 500, (1, n))
+    for n, width in ((len(prompt[0]), 8), (0, 8), (8, 8), (0, 8), (3, 5), (0, 1), (1, 1), (20, 8)):
+        clean = prompt if n == len(prompt[0]) else torch.randint(0, 500, (1, n))
         block = torch.randint(0, 500, (1, width))
         block[0, ::2] = tokenizer.mask_id
         assert gs.fits(clean, block, b)
@@ -169,6 +195,7 @@ def test_cuda_graph_replays_equal_eager_steps_and_the_sampler(tokenizer, causal,
         assert g.graph is not None, g.graph_error
         _same(a, e.complete(prefix, suffix, mode=mode, cold=True))  # the same kernels, replayed
         _same(a, s.complete(prefix, suffix, mode=mode))
+    assert g.prefills_graphed == len(PROMPTS) and e.prefills_graphed == 0  # the prompts: bucket graphs
     assert time_steps(g, context=200, n=20) > 0
 
 

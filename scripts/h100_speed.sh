@@ -21,7 +21,8 @@
 # Every phase is bounded by `timeout`, so the call returns in time with whatever finished.
 # Knobs (environment): OUT, TOTAL_S, LIMIT, CKPT, DEVICE (cuda; cpu to try the script's logic),
 # TEST_S (phase 2 limit, 110), KBENCH_S (phase 4 reserve, 45), BENCH_ARGS (extra bench arguments),
-# TESTS (pytest paths), SKIP_INSTALL=1 (use the current environment as it is).
+# TESTS (pytest paths), SKIP_INSTALL=1 (use the current environment as it is), EAGER_ROWS= (empty:
+# no eager rows, which take minutes on all 1,033 Q1 tasks).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 START=$SECONDS
@@ -86,7 +87,7 @@ BUDGET=$((REM - KBENCH_S - 45))
 say "bench speed: limit $LIMIT, budget ${BUDGET} s"
 timeout $((REM - KBENCH_S)) python3 -m dllm_ls.trainer.bench_speed speed \
   --checkpoint "$CKPT" --ar-checkpoint "$AR" --device "$DEVICE" --limit "$LIMIT" --budget-s "$BUDGET" \
-  --eager-rows --plot "$OUT/s1_pareto.png" --report "$OUT/s1_report.json" --json "$OUT/s1_results.json" \
+  ${EAGER_ROWS---eager-rows} --plot "$OUT/s1_pareto.png" --report "$OUT/s1_report.json" --json "$OUT/s1_results.json" \
   ${BENCH_ARGS:-} > "$OUT/s1.log" 2>&1
 echo "bench speed exit $?" >> "$OUT/s1.log"
 grep -vE "^  Q[12] " "$OUT/s1.log" | tail -60

@@ -104,8 +104,9 @@ class _Static:
         H, D, C = m.cfg.n_head, m.cfg.head_dim, m.cfg.dim
         x = m.tok_emb(ids)[None]  # (1, T, C)
         cos, sin = m.rope_cos[positions], m.rope_sin[positions]  # (T, D/2)
-        cos2 = torch.cat([cos, cos], -1)  # (T, D): RoPE as x * cos2 + rotate_half(x) * sin2, the
-        sin2 = torch.cat([-sin, sin], -1)  # same products and sums as apply_rope, in fewer launches
+        if not self.kernels:
+            cos2 = torch.cat([cos, cos], -1)  # (T, D): RoPE as x * cos2 + rotate_half(x) * sin2, the
+            sin2 = torch.cat([-sin, sin], -1)  # same products and sums as apply_rope, in fewer launches
         pos = cache.pos
         if not triton:  # static-shape SDPA over the whole buffer, masked
             from ..kernels.block_attention import full_mask
@@ -114,12 +115,17 @@ class _Static:
         norm = _fused_norm if self.cuda else (lambda mod, x: mod(x))
         for i, layer in enumerate(m.layers):
             att = layer.attn
-            qkv = att.wqkv(norm(layer.attn_norm, x)).view(1, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, 1, H, T, D)
-            q, k = _rope(qkv[:2], cos2, sin2)  # q and k in one pass
-            v = qkv[2]
+            qkv = att.wqkv(norm(layer.attn_norm, x))  # (1, T, 3C)
             kc, vc = cache.k[i], cache.v[i]  # (1, H, capacity, D)
-            kc.index_copy_(2, slots, k)
-            vc.index_copy_(2, slots, v)
+            if self.kernels:  # RoPE and the cache write in one launch
+                from ..kernels.rope_kv import rope_kv_triton
+
+                q = rope_kv_triton(qkv[0], cos, sin, kc[0], vc[0], slots, H)
+            else:
+                qkv = qkv.view(1, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, 1, H, T, D)
+                q, k = _rope(qkv[:2], cos2, sin2)  # q and k in one pass
+                kc.index_copy_(2, slots, k)
+                vc.index_copy_(2, slots, qkv[2])
             if triton:
                 from ..kernels.block_attention import block_attention_triton
 

@@ -34,7 +34,7 @@ def use_triton(t: torch.Tensor) -> bool:
         return False
     if t.device not in _CHECKED:
         _CHECKED.add(t.device)
-        err = self_check(t.device, ("block_attention", "commit"))
+        err = self_check(t.device, ("block_attention", "commit", "rope_kv"))
         if err:
             import logging
 
@@ -81,7 +81,7 @@ def disable_triton():
     has_triton.cache_clear()
 
 
-def self_check(device, kernels=("block_attention", "commit", "fused_ce")) -> str | None:
+def self_check(device, kernels=("block_attention", "commit", "rope_kv", "fused_ce")) -> str | None:
     """Run each Triton kernel once on small inputs against its reference; None when all agree, else
     what went wrong (the caller then runs the references rather than not at all)."""
     if not (has_triton() and torch.device(device).type == "cuda"):
@@ -90,6 +90,7 @@ def self_check(device, kernels=("block_attention", "commit", "fused_ce")) -> str
         from .block_attention import block_attention_reference, block_attention_triton
         from .commit import fused_commit_reference, fused_commit_triton
         from .fused_ce import fused_linear_cross_entropy, fused_linear_cross_entropy_reference
+        from .rope_kv import rope_kv_reference, rope_kv_triton
 
         g = torch.Generator(device="cpu").manual_seed(0)
         if "block_attention" in kernels:
@@ -105,6 +106,16 @@ def self_check(device, kernels=("block_attention", "commit", "fused_ce")) -> str
             a, b = fused_commit_triton(x, m, threshold=0.01), fused_commit_reference(x, m, threshold=0.01)
             if not (torch.equal(a[0], b[0]) and torch.equal(a[2], b[2]) and torch.allclose(a[1], b[1], atol=1e-5)):
                 return "fused_commit disagrees with its reference"
+        if "rope_kv" in kernels:
+            qkv = torch.randn(5, 3 * 2 * 64, generator=g).to(device)
+            ang = torch.rand(5, 32, generator=g)
+            cos, sin = ang.cos().to(device), ang.sin().to(device)
+            caches = [torch.zeros(2, 2, 9, 64, device=device) for _ in range(2)]
+            slots = torch.tensor([8, 0, 3, 4, 1], device=device)
+            qa = rope_kv_triton(qkv, cos, sin, caches[0][0], caches[0][1], slots, 2)
+            qb = rope_kv_reference(qkv, cos, sin, caches[1][0], caches[1][1], slots, 2)
+            if not (torch.allclose(qa, qb, atol=1e-5) and torch.allclose(caches[0], caches[1], atol=1e-5)):
+                return "rope_kv disagrees with its reference"
         if "fused_ce" in kernels:
             h = torch.randn(40, 64, generator=g).to(device)
             w = torch.randn(1000, 64, generator=g).to(device) * 0.1

@@ -209,7 +209,9 @@ def block_attention_triton(q, k, v, cache_len, self_mask=None, scale: float | No
         *q.stride(), *k.stride(), *v.stride(), *sm, H, T, D, CHUNK, NSPLIT, max_cache, scale * 1.4426950408889634,
         HAS_MASK=has_mask, IEEE=q.dtype == torch.float32,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, num_warps=4)
-    out = torch.empty(B, H, T, D, dtype=q.dtype, device=q.device)
+    # (B, H, T, D) with the strides of a (B, T, H, D) tensor: the caller's transpose(1, 2) back to
+    # rows is then a view, not a copy
+    out = torch.empty(B, T, H, D, dtype=q.dtype, device=q.device).transpose(1, 2)
     _combine_kernel[(B * H * T,)](op, lse, out, *out.stride(), H, T, D, parts, B * H,
                                   BLOCK_S=max(2, next_pow2(parts)), BLOCK_D=BLOCK_D, num_warps=1)
     return out

@@ -103,6 +103,44 @@ def test_prefill_appends_as_extend(tokenizer, causal):
     assert dec.cache.length == len(ids)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_kernel_path_equals_the_sampler(tokenizer, causal):
+    """The CUDA path of the step and the prefill (fused RoPE + cache write, block attention, fused
+    commit), here through Triton's interpreter on CPU tensors, gives the Sampler's completions."""
+    import os
+
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("TRITON_INTERPRET is not 1")
+    from ..kernels.conftest import _patch_interpreter
+
+    _patch_interpreter()
+    m = _model(tokenizer, 1, causal=causal)
+    cfg = SamplerConfig(block_size=4, threshold=0.3, max_tokens=10)
+    s = Sampler(m, tokenizer, cfg)
+    dec = graphed(s, cfg)
+    dec.kernels = dec.triton = True
+    for i, (prefix, suffix) in enumerate(PROMPTS):
+        mode = "line" if i == 0 else "block"
+        _same(dec.complete(prefix, suffix, mode=mode, cold=True), s.complete(prefix, suffix, mode=mode))
+    if causal:
+        return
+    # the logits and the cache themselves (a completion may hide a small error): a long prompt
+    # (the prefill), then steps with and without clean tokens
+    gs = GraphedStep(s, 4)
+    gs.kernels = gs.triton = True
+    a, b = s.new_cache(), s.new_cache()
+    torch.manual_seed(0)
+    for n, width in ((len(tokenizer.encode(PROMPTS[1][0])), 4), (0, 4), (4, 4), (2, 3)):
+        clean = torch.tensor([tokenizer.encode(PROMPTS[1][0])]) if n > 4 else torch.randint(0, 500, (1, n))
+        block = torch.randint(0, 500, (1, width))
+        block[0, ::2] = tokenizer.mask_id
+        want = m.step(clean, block, a)
+        torch.testing.assert_close(gs.step(clean, block, b), want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b.k[:, :, :, :b.length], a.k[:, :, :, :a.length], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b.v[:, :, :, :b.length], a.v[:, :, :, :a.length], atol=1e-5, rtol=1e-5)
+
+
 def test_time_steps_leaves_the_decoder_usable(tokenizer):
     s = Sampler(_model(tokenizer, 1), tokenizer, SamplerConfig(block_size=8, max_tokens=16))
     dec = GraphedDecoder(s)

@@ -1,0 +1,64 @@
+"""Fused RoPE + K/V cache write against the torch reference and the model's own attention."""
+
+import pytest
+import torch
+
+from dllm_ls.kernels.rope_kv import rope_kv, rope_kv_reference, rope_kv_triton
+
+from .util import DTYPES, assert_within_torch_error
+
+
+def _inputs(T, H, D, S, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    qkv = (torch.randn(T, 3 * H * D + 7, generator=g) * 2)[:, :3 * H * D]  # rows with a wider stride
+    ang = torch.rand(T, D // 2, generator=g, dtype=torch.float64) * 40
+    cache = torch.randn(2, 1, H, S, D, generator=g)  # (layer, batch, H, S, D) as a KVCache holds it
+    slots = torch.randperm(S, generator=g)[:T]
+    return (qkv.to(device, dtype), ang.cos().float().to(device), ang.sin().float().to(device),
+            cache.to(device, dtype), slots.to(device), ang)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T,H,D", [(1, 2, 16), (5, 3, 10), (33, 6, 64)])
+def test_matches_the_reference(triton_device, dtype, T, H, D):
+    S = 50
+    qkv, cos, sin, cache, slots, ang = _inputs(T, H, D, S, dtype, triton_device)
+    kc, vc = cache[0, 0], cache[1, 0]  # strided views of one layer
+    kr, vr = kc.clone(), vc.clone()
+    q = rope_kv_triton(qkv, cos, sin, kc, vc, slots, H)
+    q_ref = rope_kv_reference(qkv, cos, sin, kr, vr, slots, H)
+    # against float64: the rotation of the same (rounded) inputs
+    x = qkv.double().view(T, 3, H, D).permute(1, 2, 0, 3)
+    c64, s64 = ang.cos().to(x.device), ang.sin().to(x.device)
+
+    def rot(t):
+        d = D // 2
+        return torch.cat([t[..., :d] * c64 - t[..., d:] * s64, t[..., :d] * s64 + t[..., d:] * c64], -1)
+
+    assert q.shape == (1, H, T, D) and q.dtype == dtype
+    assert_within_torch_error(q[0], q_ref[0], rot(x[0]), dtype, what=f"q {dtype}")
+    assert_within_torch_error(kc[:, slots], kr[:, slots], rot(x[1]), dtype, what=f"k {dtype}")
+    assert torch.equal(vc[:, slots], x[2].to(dtype))  # v is copied as it is
+    others = torch.ones(S, dtype=torch.bool)
+    others[slots.cpu()] = False
+    assert torch.equal(kc[:, others.to(kc.device)], kr[:, others.to(kc.device)])  # nothing else written
+    assert torch.equal(vc[:, others.to(vc.device)], vr[:, others.to(vc.device)])
+
+
+def test_reference_is_the_models_attention_rope():
+    """The reference rotates as `model.apply_rope` does, bit for bit."""
+    from dllm_ls.diffusion_core.model import apply_rope
+
+    T, H, D = 7, 2, 8
+    qkv, cos, sin, cache, slots, _ = _inputs(T, H, D, 20, torch.bfloat16, "cpu", seed=3)
+    q = rope_kv_reference(qkv, cos, sin, cache[0, 0], cache[1, 0], slots, H)
+    x = qkv.view(1, T, 3, H, D).permute(2, 0, 3, 1, 4)
+    assert torch.equal(q, apply_rope(x[0], cos, sin))
+    assert torch.equal(cache[0, 0][:, slots], apply_rope(x[1], cos, sin)[0])
+
+
+def test_dispatch_and_bad_shapes():
+    qkv, cos, sin, cache, slots, _ = _inputs(3, 2, 8, 10, torch.float32, "cpu")
+    assert rope_kv(qkv, cos, sin, cache[0, 0], cache[1, 0], slots, 2).shape == (1, 2, 3, 8)  # the reference on CPU
+    with pytest.raises(ValueError, match="rope_kv"):
+        rope_kv_triton(qkv[:, :47], cos, sin, cache[0, 0], cache[1, 0], slots, 2)

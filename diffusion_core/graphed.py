@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..kernels import use_triton
 from .kv_cache import KVCache
-from .sampler import Completion, Sampler, SamplerConfig, line_candidates
+from .sampler import Completion, Sampler, SamplerConfig
 from .stops import find_stop
 
 log = logging.getLogger(__name__)
@@ -301,39 +301,20 @@ class GraphedDecoder(_Static):
         return F.linear(h[b:], self.model.tok_emb.weight).float()  # (b, V)
 
     def _update(self, logits: torch.Tensor):
-        """Commit, fill after eos, snapshot, and move to the next block when this one is finished."""
-        from ..kernels.commit import fused_commit_reference, fused_commit_triton
+        """Commit (as DecodeState: in line mode nothing after a committed line break, a device flag
+        so that one graph serves both modes), fill after eos, snapshot, and move to the next block
+        when this one is finished: `kernels.block_update`, one launch on CUDA."""
+        from ..kernels.block_update import BlockState, block_update_reference, block_update_triton
+        from ..kernels.commit import confidence_reference, confidence_triton
 
-        b, c = self.b, self.cfg
-        blk, active = self.ids[b:], self.active
-        cand = self.masked & active
-        # as DecodeState, in line mode nothing after a committed line break (a device flag: the
-        # captured graph serves both modes)
-        cand = torch.where(self.line_mode, line_candidates(blk, cand, self.sampler.newline), cand)
-        commit_fn = fused_commit_triton if self.triton else fused_commit_reference
-        pred, _, commit = commit_fn(logits, cand, ban=self.ban, kind=c.confidence, rule=c.rule,
-                                    threshold=c.threshold, factor=c.factor)
-        eos = self.tok.eos_id
-        new_blk = torch.where(commit, pred, blk)
-        masked = self.masked & ~commit
-        is_eos = (new_blk == eos) & ~masked & active
-        after = ((is_eos.cumsum(0) - is_eos.long()) > 0) & active  # positions after the first eos
-        new_blk = torch.where(after, eos, new_blk)
-        masked = masked & ~after
-        b_eff = active.sum()
-        self.snap.copy_(torch.cat([new_blk, masked.long(), commit.sum().view(1), b_eff.view(1)]))
-        done = ~(masked & active).any()
-        pos_next = (self.cache.pos + self.n_prev).clamp(max=self.max_seq_len)  # (wasted steps run on)
-        gen_next = self.gen + torch.where(done, b_eff, 0)
-        active_next = torch.where(done, self.ar_b < (self.max_tok - gen_next).clamp(0, b), active)
-        prev_next = torch.where(done, new_blk, self.ids[:b])
-        blk_next = torch.where(done, torch.full_like(new_blk, self.tok.mask_id), new_blk)
-        self.masked.copy_(torch.where(done, active_next, masked))
-        self.active.copy_(active_next)
-        self.n_prev.copy_(torch.where(done, b_eff, 0))
-        self.gen.copy_(gen_next)
-        self.cache.pos.copy_(pos_next)
-        self.ids.copy_(torch.cat([prev_next, blk_next]))
+        c = self.cfg
+        st = BlockState(self.ids, self.masked, self.active, self.n_prev, self.gen, self.max_tok, self.cache.pos,
+                        self.line_mode, self.sampler.newline, self.snap)
+        conf_fn, update_fn = ((confidence_triton, block_update_triton) if self.triton
+                              else (confidence_reference, block_update_reference))
+        pred, conf = conf_fn(logits, c.confidence, self.ban)
+        update_fn(pred, conf, st, eos_id=self.tok.eos_id, mask_id=self.tok.mask_id, max_seq_len=self.max_seq_len,
+                  rule=c.rule, threshold=c.threshold, factor=c.factor)
 
     def _step(self):
         self._update(self._forward())

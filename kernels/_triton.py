@@ -34,7 +34,7 @@ def use_triton(t: torch.Tensor) -> bool:
         return False
     if t.device not in _CHECKED:
         _CHECKED.add(t.device)
-        err = self_check(t.device, ("block_attention", "commit", "rope_kv"))
+        err = self_check(t.device, ("block_attention", "commit", "rope_kv", "block_update"))
         if err:
             import logging
 
@@ -81,7 +81,7 @@ def disable_triton():
     has_triton.cache_clear()
 
 
-def self_check(device, kernels=("block_attention", "commit", "rope_kv", "fused_ce")) -> str | None:
+def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_update", "fused_ce")) -> str | None:
     """Run each Triton kernel once on small inputs against its reference; None when all agree, else
     what went wrong (the caller then runs the references rather than not at all)."""
     if not (has_triton() and torch.device(device).type == "cuda"):
@@ -116,6 +116,23 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "fused_c
             qb = rope_kv_reference(qkv, cos, sin, caches[1][0], caches[1][1], slots, 2)
             if not (torch.allclose(qa, qb, atol=1e-5) and torch.allclose(caches[0], caches[1], atol=1e-5)):
                 return "rope_kv disagrees with its reference"
+        if "block_update" in kernels:
+            from .block_update import BlockState, block_update_reference, block_update_triton
+
+            def state():
+                z = torch.zeros((), dtype=torch.long, device=device)
+                return BlockState(torch.tensor([5, 6, 7, 3, 3, 3], device=device),
+                                  torch.tensor([True, True, True], device=device),
+                                  torch.tensor([True, True, False], device=device), z + 1, z + 4, z + 9, z + 20,
+                                  torch.tensor(False, device=device), torch.zeros(16, dtype=torch.bool, device=device),
+                                  torch.zeros(8, dtype=torch.long, device=device))
+
+            sa, sb = state(), state()
+            toks, conf = torch.tensor([9, 2, 4], device=device), torch.tensor([0.3, 0.95, 0.2], device=device)
+            block_update_triton(toks, conf, sa, eos_id=2, mask_id=3, max_seq_len=100)
+            block_update_reference(toks, conf, sb, eos_id=2, mask_id=3, max_seq_len=100)
+            if not all(torch.equal(getattr(sa, k), getattr(sb, k)) for k in vars(sa)):
+                return "block_update disagrees with its reference"
         if "fused_ce" in kernels:
             h = torch.randn(40, 64, generator=g).to(device)
             w = torch.randn(1000, 64, generator=g).to(device) * 0.1

@@ -147,25 +147,35 @@ if triton is not None:
         tl.store(COMMIT + i, commit.to(tl.int8), mask=ok)
 
 
-def fused_commit_triton(logits, masked, *, ban=None, kind="maxprob", rule="threshold",
-                        threshold=0.9, factor=1.0, block_v: int = 2048):
-    """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1)."""
-    if kind not in KINDS or rule not in RULES:
-        raise ValueError(f"kind must be one of {KINDS} and rule one of {RULES}")
+def confidence_triton(logits, kind: str = "maxprob", ban=None, *, block_v: int = 2048):
+    """(tokens, conf) as `confidence_reference`, one online pass over the vocabulary per row."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
     T, V = logits.shape
     if logits.stride(1) != 1:
         logits = logits.contiguous()
-    dev = logits.device
-    tokens = torch.empty(T, dtype=torch.int64, device=dev)
-    conf = torch.empty(T, dtype=torch.float32, device=dev)
-    commit = torch.empty(T, dtype=torch.bool, device=dev)
+    tokens = torch.empty(T, dtype=torch.int64, device=logits.device)
+    conf = torch.empty(T, dtype=torch.float32, device=logits.device)
     if T == 0:
-        return tokens, conf, commit
+        return tokens, conf
     has_ban = ban is not None
     ban_u8 = ban.view(torch.uint8) if has_ban else tokens  # a dummy pointer without a ban
     _row_kernel[(T,)](logits, ban_u8, tokens, conf, logits.stride(0), V, 1.0 / math.log(V),
                       KIND=KINDS.index(kind), HAS_BAN=has_ban, BLOCK_V=min(block_v, next_pow2(V)),
                       num_warps=4)
+    return tokens, conf
+
+
+def fused_commit_triton(logits, masked, *, ban=None, kind="maxprob", rule="threshold",
+                        threshold=0.9, factor=1.0, block_v: int = 2048):
+    """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1)."""
+    if kind not in KINDS or rule not in RULES:
+        raise ValueError(f"kind must be one of {KINDS} and rule one of {RULES}")
+    T = logits.shape[0]
+    tokens, conf = confidence_triton(logits, kind, ban, block_v=block_v)
+    commit = torch.empty(T, dtype=torch.bool, device=logits.device)
+    if T == 0:
+        return tokens, conf, commit
     _mask_kernel[(1,)](conf, masked.view(torch.uint8), commit.view(torch.int8), T, float(threshold), float(factor),
                        FACTOR=rule == "factor", BLOCK_T=max(2, next_pow2(T)), num_warps=4)
     return tokens, conf, commit

@@ -1,0 +1,207 @@
+"""The bookkeeping of one block-diffusion step after the logits, in one launch.
+
+    block_update(tokens, conf, state, *, eos_id, mask_id, max_seq_len, rule, threshold, factor)
+
+Given each block position's best token and confidence (`commit.py`'s row pass), it updates a
+static decoding state in place (`BlockState`: the graphed decoder's device tensors):
+
+1. the commit candidates: masked and active positions; in line mode only those before the first
+   committed line break (`sampler.line_candidates`);
+2. the commit rule over their confidences (`commit.commit_mask_reference`: threshold or factor,
+   at least one position);
+3. committed tokens enter the block; every active position after the first eos becomes eos;
+4. a snapshot for the host: (block, still-masked, number committed, active count);
+5. when no active position is masked, the block is finished: it becomes the previous block (its
+   K/V enters the cache in the next step), a new block of masks starts (shorter near max_tokens),
+   the generated count grows; else the block stays for another step.
+
+In torch this is ~45 launches of tiny tensors per step (a third of a graphed step's kernels); the
+Triton kernel is one program over the block (b <= 128).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ._triton import next_pow2
+from .commit import commit_mask_reference
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU wheels of torch come without triton: the reference serves
+    triton = None
+
+RULES = ("threshold", "factor")
+
+
+@dataclasses.dataclass
+class BlockState:
+    """The device state of a block-diffusion decoder (batch 1, block size b)."""
+    ids: torch.Tensor  # (2b,) long: [previous block ; block]
+    masked: torch.Tensor  # (b,) bool
+    active: torch.Tensor  # (b,) bool: positions within the current block's length
+    n_prev: torch.Tensor  # () long: previous block's length (0: none this step)
+    gen: torch.Tensor  # () long: tokens generated in finished blocks
+    max_tok: torch.Tensor  # () long
+    pos: torch.Tensor  # () long: the cache position (clean tokens)
+    line_mode: torch.Tensor  # () bool
+    newline: torch.Tensor  # (V,) bool: tokens holding a line break
+    snap: torch.Tensor  # (2b + 2,) long: block, masked, committed, active count
+
+
+# --- reference ---------------------------------------------------------------------------------
+
+def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
+                           rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0):
+    """Pure torch, in place on `st`; returns the commit mask."""
+    b = st.masked.shape[0]
+    ar = torch.arange(b, device=st.ids.device)
+    blk, active = st.ids[b:], st.active
+    cand = st.masked & active
+    nl = st.newline[blk] & ~cand  # line mode: only the positions before the first committed break
+    line = cand & ~((nl.cumsum(0) - nl.long()) > 0)
+    cand = torch.where(st.line_mode, torch.where(line.any(), line, cand), cand)
+    commit = commit_mask_reference(conf, cand, rule, threshold, factor)
+    new_blk = torch.where(commit, tokens, blk)
+    masked = st.masked & ~commit
+    is_eos = (new_blk == eos_id) & ~masked & active
+    after = ((is_eos.cumsum(0) - is_eos.long()) > 0) & active  # positions after the first eos
+    new_blk = torch.where(after, eos_id, new_blk)
+    masked = masked & ~after
+    b_eff = active.sum()
+    st.snap.copy_(torch.cat([new_blk, masked.long(), commit.sum().view(1), b_eff.view(1)]))
+    done = ~(masked & active).any()
+    pos_next = (st.pos + st.n_prev).clamp(max=max_seq_len)  # (wasted steps run on)
+    gen_next = st.gen + torch.where(done, b_eff, 0)
+    active_next = torch.where(done, ar < (st.max_tok - gen_next).clamp(0, b), active)
+    prev_next = torch.where(done, new_blk, st.ids[:b])
+    blk_next = torch.where(done, torch.full_like(new_blk, mask_id), new_blk)
+    st.masked.copy_(torch.where(done, active_next, masked))
+    st.active.copy_(active_next)
+    st.n_prev.copy_(torch.where(done, b_eff, 0))
+    st.gen.copy_(gen_next)
+    st.pos.copy_(pos_next)
+    st.ids.copy_(torch.cat([prev_next, blk_next]))
+    return commit
+
+
+# --- Triton ------------------------------------------------------------------------------------
+
+if triton is not None:
+    @triton.jit
+    def _update_kernel(TOK, CONF, IDS, MASKED, ACTIVE, NPREV, GEN, MAXTOK, POS, LINE, NEWLINE, SNAP,
+                       COMMIT, b, eos_id, mask_id, max_seq_len, threshold, factor,
+                       FACTOR: tl.constexpr, BLOCK: tl.constexpr):
+        i = tl.arange(0, BLOCK)
+        ok = i < b
+        blk = tl.load(IDS + b + i, mask=ok, other=0)
+        prev = tl.load(IDS + i, mask=ok, other=0)
+        mk = tl.load(MASKED + i, mask=ok, other=0) != 0
+        act = tl.load(ACTIVE + i, mask=ok, other=0) != 0
+        pred = tl.load(TOK + i, mask=ok, other=0)
+        c = tl.load(CONF + i, mask=ok, other=0.0).to(tl.float32)
+        cand = mk & act
+        # line mode: the candidates before the first committed line break (all if none is left)
+        nl = (tl.load(NEWLINE + blk, mask=ok, other=0) != 0) & ~cand & ok
+        nl_i = nl.to(tl.int32)
+        line = cand & ((tl.cumsum(nl_i, axis=0) - nl_i) == 0)
+        use_line = (tl.load(LINE) != 0) & (tl.sum(line.to(tl.int32), axis=0) > 0)
+        cand = tl.where(use_line, line, cand)
+        # the commit rule over ranks among the candidates (commit.commit_mask_reference)
+        ci = c[:, None]
+        cj = c[None, :]
+        before = (cj > ci) | ((cj == ci) & (i[None, :] < i[:, None]))
+        rank = tl.sum((before & cand[None, :]).to(tl.int32), axis=1)
+        if FACTOR:
+            good = cand & ((rank + 2).to(tl.float32) * (1.0 - c) < factor)
+            n = tl.max(tl.where(good, rank + 1, 0), axis=0)
+            take = rank < n
+        else:
+            take = c >= threshold
+        commit = cand & (take | (rank == 0))
+        new_blk = tl.where(commit, pred, blk)
+        masked = mk & ~commit
+        is_eos = (new_blk == eos_id) & ~masked & act
+        e_i = is_eos.to(tl.int32)
+        after = ((tl.cumsum(e_i, axis=0) - e_i) > 0) & act
+        new_blk = tl.where(after, eos_id, new_blk)
+        masked = masked & ~after
+        act_i = act.to(tl.int64)
+        b_eff = tl.sum(act_i, axis=0)
+        tl.store(SNAP + i, new_blk, mask=ok)
+        tl.store(SNAP + b + i, masked.to(tl.int64), mask=ok)
+        tl.store(SNAP + 2 * b, tl.sum(commit.to(tl.int64), axis=0))
+        tl.store(SNAP + 2 * b + 1, b_eff)
+        tl.store(COMMIT + i, commit.to(tl.int8), mask=ok)
+        done = tl.sum((masked & act).to(tl.int32), axis=0) == 0
+        pos = tl.load(POS)
+        n_prev = tl.load(NPREV)
+        gen_next = tl.load(GEN) + tl.where(done, b_eff, 0)
+        left = tl.minimum(tl.maximum(tl.load(MAXTOK) - gen_next, 0), b)
+        act_next = tl.where(done, i < left, act)
+        tl.store(IDS + i, tl.where(done, new_blk, prev), mask=ok)
+        tl.store(IDS + b + i, tl.where(done, mask_id, new_blk), mask=ok)
+        tl.store(MASKED + i, tl.where(done, act_next, masked).to(tl.int8), mask=ok)
+        tl.store(ACTIVE + i, act_next.to(tl.int8), mask=ok)
+        tl.store(NPREV, tl.where(done, b_eff, 0))
+        tl.store(GEN, gen_next)
+        tl.store(POS, tl.minimum(pos + n_prev, max_seq_len))
+
+
+def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
+                        rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0):
+    """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1); one program."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}")
+    b = st.masked.shape[0]
+    if not 1 <= b <= 128 or st.ids.shape != (2 * b,) or st.snap.shape != (2 * b + 2,):
+        raise ValueError(f"block_update: a block of {b} (1-128) with ids (2b,) and snap (2b + 2,)")
+    commit = torch.empty(b, dtype=torch.bool, device=st.ids.device)
+    _update_kernel[(1,)](
+        tokens, conf, st.ids, st.masked.view(torch.int8), st.active.view(torch.int8), st.n_prev, st.gen,
+        st.max_tok, st.pos, st.line_mode.view(torch.int8), st.newline.view(torch.int8), st.snap,
+        commit.view(torch.int8), b, eos_id, mask_id, max_seq_len, float(threshold), float(factor),
+        FACTOR=rule == "factor", BLOCK=max(16, next_pow2(b)), num_warps=4)
+    return commit
+
+
+# --- benchmark ---------------------------------------------------------------------------------
+
+def bench(device: str = "cuda", blocks=(4, 32, 128), V: int = 8192, compile: bool = True) -> list[dict]:
+    """ms per call of triton vs the torch reference eager vs torch.compile (threshold rule, line mode)."""
+    from ._triton import bench_ms, compiled, has_triton
+
+    rows = []
+    kw = dict(eos_id=2, mask_id=3, max_seq_len=1 << 20)
+    c = compile and compiled(lambda t, p, s: block_update_reference(t, p, s, **kw))
+    for b in blocks:
+        g = torch.Generator().manual_seed(b)
+
+        def state():
+            newline = torch.zeros(V, dtype=torch.bool)
+            newline[10] = True
+            z = torch.zeros((), dtype=torch.long, device=device)
+            return BlockState(torch.full((2 * b,), 3, device=device), torch.ones(b, dtype=torch.bool, device=device),
+                              torch.ones(b, dtype=torch.bool, device=device), z.clone(), z.clone(), z + 10 ** 6,
+                              z.clone(), torch.tensor(True, device=device), newline.to(device),
+                              torch.zeros(2 * b + 2, dtype=torch.long, device=device))
+
+        st = state()
+        tokens = torch.randint(4, V, (b,), generator=g).to(device)
+        conf = (torch.rand(b, generator=g) * 0.5).to(device)  # one commit a step: the block stays open
+        providers = {"torch": lambda: block_update_reference(tokens, conf, st, **kw)}
+        if c:
+            providers["torch.compile"] = lambda: c(tokens, conf, st)
+        if has_triton() and tokens.is_cuda:
+            providers["triton"] = lambda: block_update_triton(tokens, conf, st, **kw)
+        for name, fn in providers.items():
+            try:
+                ms = bench_ms(fn)
+            except Exception as e:  # noqa: BLE001
+                rows.append({"kernel": "block_update", "provider": name, "b": b, "error": str(e)[:200]})
+                continue
+            rows.append({"kernel": "block_update", "provider": name, "b": b, "ms": round(ms, 4)})
+    return rows

@@ -274,7 +274,8 @@ class GraphedDecoder(_Static):
         self.max_tok = torch.zeros((), dtype=torch.long, device=dev)
         self.snap = torch.zeros(2 * b + 2, dtype=torch.long, device=dev)  # block, masked, n committed, b_eff
         self.ar_b = torch.arange(b, device=dev)
-        self.ar_2b = torch.arange(2 * b, device=dev)
+        self.step_in = (torch.zeros(2 * b, dtype=torch.long, device=dev), torch.zeros(2 * b, dtype=torch.long, device=dev),
+                        torch.zeros(2 * b, 2 * b, dtype=torch.bool, device=dev))  # positions, slots, mask
         self.ban = sampler.ban
         self.line_mode = torch.zeros((), dtype=torch.bool, device=dev)
         # shift models: the final hidden state of the last clean token (the block's first row)
@@ -285,14 +286,12 @@ class GraphedDecoder(_Static):
 
     def _forward(self) -> torch.Tensor:
         """The step's forward: logits (b, V) of the block."""
-        b, pos, n_prev = self.b, self.cache.pos, self.n_prev
-        positions = torch.cat([pos + self.ar_b, pos + n_prev + self.ar_b]).clamp_(max=self.max_seq_len - 1)
-        slots = (pos + self.ar_2b).clamp_(max=self.cache.capacity - 1)
-        i, j = self.ar_2b[:, None], self.ar_2b[None, :]
-        key_prev = j < b
-        block_key = torch.cat([torch.zeros(b, dtype=torch.bool, device=self.device), self.active])[None, :]
-        self_mask = torch.where(i < b, key_prev & (j <= i),  # prev rows: causal among prev (always >= 1 key)
-                                (key_prev & (j < n_prev)) | block_key)  # block rows: real prev + live block
+        from ..kernels.block_update import step_inputs_reference, step_inputs_triton
+
+        b, n_prev = self.b, self.n_prev
+        args = (self.cache.pos, n_prev, self.active, self.max_seq_len, self.cache.capacity)
+        positions, slots, self_mask = (step_inputs_triton(*args, out=self.step_in) if self.triton
+                                       else step_inputs_reference(*args))
         h = self._layers(self.ids, positions, slots, self_mask)  # final-normed
         if self.shift:  # block row r from position r-1; -1: the last real prev row, else the kept bound
             last = h.index_select(0, (n_prev - 1).clamp(min=0).view(1))[0]

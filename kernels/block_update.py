@@ -88,6 +88,23 @@ def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id
     return commit
 
 
+def step_inputs_reference(pos, n_prev, active, max_seq_len: int, capacity: int):
+    """A step's RoPE positions (2b,), cache slots (2b,) and (2b, 2b) self-attention mask over
+    [previous block ; block]: previous rows causal among themselves, block rows see the real
+    previous block (its first n_prev) and the block's active positions."""
+    b = active.shape[0]
+    ar_b = torch.arange(b, device=active.device)
+    ar_2b = torch.arange(2 * b, device=active.device)
+    positions = torch.cat([pos + ar_b, pos + n_prev + ar_b]).clamp(max=max_seq_len - 1)
+    slots = (pos + ar_2b).clamp(max=capacity - 1)
+    i, j = ar_2b[:, None], ar_2b[None, :]
+    key_prev = j < b
+    block_key = torch.cat([torch.zeros(b, dtype=torch.bool, device=active.device), active])[None, :]
+    self_mask = torch.where(i < b, key_prev & (j <= i),  # prev rows: causal among prev (always >= 1 key)
+                            (key_prev & (j < n_prev)) | block_key)  # block rows: real prev + live block
+    return positions, slots, self_mask
+
+
 # --- Triton ------------------------------------------------------------------------------------
 
 if triton is not None:
@@ -149,6 +166,39 @@ if triton is not None:
         tl.store(NPREV, tl.where(done, b_eff, 0))
         tl.store(GEN, gen_next)
         tl.store(POS, tl.minimum(pos + n_prev, max_seq_len))
+
+
+if triton is not None:
+    @triton.jit
+    def _step_inputs_kernel(POS, NPREV, ACTIVE, POSITIONS, SLOTS, MASK, b, max_seq_len, capacity,
+                            BLOCK: tl.constexpr):
+        r = tl.program_id(0)  # a row of [previous block ; block]
+        j = tl.arange(0, BLOCK)
+        ok = j < 2 * b
+        pos = tl.load(POS)
+        n_prev = tl.load(NPREV)
+        is_prev = r < b
+        p = tl.where(is_prev, pos + r, pos + n_prev + r - b)
+        tl.store(POSITIONS + r, tl.minimum(p, max_seq_len - 1))
+        tl.store(SLOTS + r, tl.minimum(pos + r, capacity - 1))
+        act = tl.load(ACTIVE + j - b, mask=ok & (j >= b), other=0) != 0
+        key_prev = j < b
+        row = tl.where(is_prev, key_prev & (j <= r), (key_prev & (j < n_prev)) | act)
+        tl.store(MASK + r * 2 * b + j, row.to(tl.int8), mask=ok)
+
+
+def step_inputs_triton(pos, n_prev, active, max_seq_len: int, capacity: int, out=None):
+    """The Triton launcher: one program per row; `out` = (positions, slots, mask) buffers to fill."""
+    b = active.shape[0]
+    if not 1 <= b <= 128:
+        raise ValueError(f"step_inputs: a block of {b} (1-128)")
+    dev = active.device
+    positions, slots, mask = out if out is not None else (
+        torch.empty(2 * b, dtype=torch.long, device=dev), torch.empty(2 * b, dtype=torch.long, device=dev),
+        torch.empty(2 * b, 2 * b, dtype=torch.bool, device=dev))
+    _step_inputs_kernel[(2 * b,)](pos, n_prev, active.view(torch.int8), positions, slots, mask.view(torch.int8),
+                                  b, max_seq_len, capacity, BLOCK=max(16, next_pow2(2 * b)), num_warps=1)
+    return positions, slots, mask
 
 
 def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,

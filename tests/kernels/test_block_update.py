@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from dllm_ls.kernels.block_update import BlockState, block_update_reference, block_update_triton
+from dllm_ls.kernels.block_update import (BlockState, block_update_reference, block_update_triton,
+                                          step_inputs_reference, step_inputs_triton)
 
 EOS, MASK, V = 2, 3, 40
 
@@ -67,3 +68,15 @@ def test_rejects_bad_blocks():
     with pytest.raises(ValueError, match="block_update"):
         block_update_triton(torch.zeros(4, dtype=torch.long), torch.zeros(4), st, eos_id=EOS, mask_id=MASK,
                             max_seq_len=64)
+
+
+@pytest.mark.parametrize("b", [1, 3, 16])
+def test_step_inputs_match_the_reference(triton_device, b):
+    g = torch.Generator().manual_seed(b)
+    for pos, n_prev in ((0, 0), (5, b), (60, b - 1), (63, 1)):  # 63: positions and slots clamp
+        active = (torch.rand(b, generator=g) < 0.7).to(triton_device)
+        args = (torch.tensor(pos, device=triton_device), torch.tensor(n_prev, device=triton_device), active)
+        got = step_inputs_triton(*args, max_seq_len=64, capacity=66)
+        want = step_inputs_reference(*args, max_seq_len=64, capacity=66)
+        for x, y in zip(got, want):
+            assert torch.equal(x, y), (pos, n_prev)

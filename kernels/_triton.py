@@ -133,6 +133,11 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
             block_update_reference(toks, conf, sb, eos_id=2, mask_id=3, max_seq_len=100)
             if not all(torch.equal(getattr(sa, k), getattr(sb, k)) for k in vars(sa)):
                 return "block_update disagrees with its reference"
+            from .block_update import step_inputs_reference, step_inputs_triton
+
+            args = (sa.pos, sa.n_prev, sa.active, 100, 104)
+            if not all(torch.equal(x, y) for x, y in zip(step_inputs_triton(*args), step_inputs_reference(*args))):
+                return "step_inputs disagrees with its reference"
         if "fused_ce" in kernels:
             h = torch.randn(40, 64, generator=g).to(device)
             w = torch.randn(1000, 64, generator=g).to(device) * 0.1

@@ -123,6 +123,16 @@ def test_the_kernel_path_equals_the_sampler(tokenizer, causal):
     for i, (prefix, suffix) in enumerate(PROMPTS):
         mode = "line" if i == 0 else "block"
         _same(dec.complete(prefix, suffix, mode=mode, cold=True), s.complete(prefix, suffix, mode=mode))
+    # the layers themselves (a completion of a random model may hide an error): a prompt's prefill
+    from dllm_ls.diffusion_core.kv_cache import KVCache
+
+    dec.cache.reset()
+    ids = tokenizer.encode(PROMPTS[1][0])
+    ref = KVCache.for_model(m, capacity=dec.cache.capacity)
+    want = m.extend(torch.tensor([ids]), ref)
+    assert dec._prefill(ids)
+    torch.testing.assert_close(torch.nn.functional.linear(dec.pf_h, m.tok_emb.weight), want[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dec.cache.k[..., :len(ids), :], ref.k[..., :len(ids), :], atol=1e-5, rtol=1e-5)
     if causal:
         return
     # the logits and the cache themselves (a completion may hide a small error): a long prompt

@@ -108,6 +108,8 @@ def step_inputs_reference(pos, n_prev, active, max_seq_len: int, capacity: int):
 # --- Triton ------------------------------------------------------------------------------------
 
 if triton is not None:
+    from .commit import commit_rule
+
     @triton.jit
     def _update_kernel(TOK, CONF, IDS, MASKED, ACTIVE, NPREV, GEN, MAXTOK, POS, LINE, NEWLINE, SNAP,
                        COMMIT, b, eos_id, mask_id, max_seq_len, threshold, factor,
@@ -127,18 +129,7 @@ if triton is not None:
         line = cand & ((tl.cumsum(nl_i, axis=0) - nl_i) == 0)
         use_line = (tl.load(LINE) != 0) & (tl.sum(line.to(tl.int32), axis=0) > 0)
         cand = tl.where(use_line, line, cand)
-        # the commit rule over ranks among the candidates (commit.commit_mask_reference)
-        ci = c[:, None]
-        cj = c[None, :]
-        before = (cj > ci) | ((cj == ci) & (i[None, :] < i[:, None]))
-        rank = tl.sum((before & cand[None, :]).to(tl.int32), axis=1)
-        if FACTOR:
-            good = cand & ((rank + 2).to(tl.float32) * (1.0 - c) < factor)
-            n = tl.max(tl.where(good, rank + 1, 0), axis=0)
-            take = rank < n
-        else:
-            take = c >= threshold
-        commit = cand & (take | (rank == 0))
+        commit = commit_rule(c, cand, i, threshold, factor, FACTOR)
         new_blk = tl.where(commit, pred, blk)
         masked = mk & ~commit
         is_eos = (new_blk == eos_id) & ~masked & act
@@ -227,19 +218,15 @@ def bench(device: str = "cuda", blocks=(4, 32, 128), V: int = 8192, compile: boo
     rows = []
     kw = dict(eos_id=2, mask_id=3, max_seq_len=1 << 20)
     c = compile and compiled(lambda t, p, s: block_update_reference(t, p, s, **kw))
+    newline = torch.zeros(V, dtype=torch.bool, device=device)
+    newline[10] = True
+    z = torch.zeros((), dtype=torch.long, device=device)
     for b in blocks:
         g = torch.Generator().manual_seed(b)
-
-        def state():
-            newline = torch.zeros(V, dtype=torch.bool)
-            newline[10] = True
-            z = torch.zeros((), dtype=torch.long, device=device)
-            return BlockState(torch.full((2 * b,), 3, device=device), torch.ones(b, dtype=torch.bool, device=device),
-                              torch.ones(b, dtype=torch.bool, device=device), z.clone(), z.clone(), z + 10 ** 6,
-                              z.clone(), torch.tensor(True, device=device), newline.to(device),
-                              torch.zeros(2 * b + 2, dtype=torch.long, device=device))
-
-        st = state()
+        st = BlockState(torch.full((2 * b,), 3, device=device), torch.ones(b, dtype=torch.bool, device=device),
+                        torch.ones(b, dtype=torch.bool, device=device), z.clone(), z.clone(), z + 10 ** 6,
+                        z.clone(), torch.tensor(True, device=device), newline,
+                        torch.zeros(2 * b + 2, dtype=torch.long, device=device))
         tokens = torch.randint(4, V, (b,), generator=g).to(device)
         conf = (torch.rand(b, generator=g) * 0.5).to(device)  # one commit a step: the block stays open
         providers = {"torch": lambda: block_update_reference(tokens, conf, st, **kw)}

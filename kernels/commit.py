@@ -127,12 +127,10 @@ if triton is not None:
         tl.store(TOK + row, best.to(tl.int64))
         tl.store(CONF + row, conf)
 
-    @triton.jit(do_not_specialize=["T"])
-    def _mask_kernel(CONF, MASKED, COMMIT, T, threshold, factor, FACTOR: tl.constexpr, BLOCK_T: tl.constexpr):
-        i = tl.arange(0, BLOCK_T)
-        ok = i < T
-        c = tl.load(CONF + i, mask=ok, other=0.0)
-        mk = tl.load(MASKED + i, mask=ok, other=0) != 0
+    @triton.jit
+    def commit_rule(c, mk, i, threshold, factor, FACTOR: tl.constexpr):
+        """`commit_mask_reference` over a block held in registers: c the confidences, mk the
+        candidates, i = arange over the block (padding: mk False)."""
         ci = c[:, None]
         cj = c[None, :]
         before = (cj > ci) | ((cj == ci) & (i[None, :] < i[:, None]))
@@ -143,7 +141,15 @@ if triton is not None:
             take = rank < n
         else:
             take = c >= threshold
-        commit = mk & (take | (rank == 0))
+        return mk & (take | (rank == 0))
+
+    @triton.jit(do_not_specialize=["T"])
+    def _mask_kernel(CONF, MASKED, COMMIT, T, threshold, factor, FACTOR: tl.constexpr, BLOCK_T: tl.constexpr):
+        i = tl.arange(0, BLOCK_T)
+        ok = i < T
+        c = tl.load(CONF + i, mask=ok, other=0.0)
+        mk = tl.load(MASKED + i, mask=ok, other=0) != 0
+        commit = commit_rule(c, mk, i, threshold, factor, FACTOR)
         tl.store(COMMIT + i, commit.to(tl.int8), mask=ok)
 
 

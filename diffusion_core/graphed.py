@@ -31,6 +31,7 @@ block-attention kernel, which reads the length from the device and skips the emp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -150,7 +151,7 @@ class _Static:
         ar = self.pf_ar[:T]
         positions = (pos + ar).clamp(max=self.max_seq_len - 1)
         slots = (pos + ar).clamp(max=self.cache.capacity - 1)  # real slots stay < capacity - 1
-        h = self._layers(self.pf_ids[:T], positions, slots, self.pf_causal[:T, :T],
+        h = self._layers(self.pf_ids[:T], positions, slots, self.pf_causal[:T, :T].contiguous(),
                          triton=self.kernels and T <= 256)
         self.pf_h.copy_(h.index_select(0, (self.pf_n - 1).clamp(min=0).view(1))[0])
 
@@ -191,22 +192,28 @@ class _Static:
             self._step()
         self.steps_run += 1
 
+    @staticmethod
+    def _record(fn, warmup: int, pool=None) -> "torch.cuda.CUDAGraph":
+        """`fn` run `warmup` times on a side stream (Triton compiles, cuBLAS picks kernels), then
+        captured as a CUDA graph (in `pool` when given)."""
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s), torch.no_grad():
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(g, pool=pool):
+            fn()
+        return g
+
     def _capture(self):
         """Warm up (Triton compiles, cuBLAS picks kernels) on scratch state, then capture `_step`."""
         if not self.use_graphs or self.graph is not None or self.graph_error is not None:
             return
         try:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s), torch.no_grad():
-                self._scratch_state()
-                for _ in range(3):
-                    self._step()
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(g):
-                self._step()
-            self.graph = g
+            self._scratch_state()
+            self.graph = self._record(self._step, warmup=3)
             self.cache.reset()  # the warm-up wrote scratch
         except Exception as e:  # noqa: BLE001 - decode eagerly (still sync-free) rather than fail
             self.graph_error = f"{type(e).__name__}: {e}"
@@ -216,14 +223,8 @@ class _Static:
             return
         try:  # the prefills, one graph per bucket, from an empty cache (what they run is the same)
             for T in self.buckets:
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s), torch.no_grad():
-                    self._prefill_step(T)
-                torch.cuda.current_stream().wait_stream(s)
-                pg = torch.cuda.CUDAGraph()
-                with torch.no_grad(), torch.cuda.graph(pg, pool=self.graph.pool()):
-                    self._prefill_step(T)
-                self.pf_graphs[T] = pg
+                self.pf_graphs[T] = self._record(functools.partial(self._prefill_step, T), warmup=1,
+                                                 pool=self.graph.pool())
         except Exception as e:  # noqa: BLE001 - the prompts run eagerly, the steps replay
             self.pf_graphs = {}
             log.warning("prefill graph capture failed, prompts run eagerly: %s: %s", type(e).__name__, e)

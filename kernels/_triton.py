@@ -117,7 +117,8 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
             if not (torch.allclose(qa, qb, atol=1e-5) and torch.allclose(caches[0], caches[1], atol=1e-5)):
                 return "rope_kv disagrees with its reference"
         if "block_update" in kernels:
-            from .block_update import BlockState, block_update_reference, block_update_triton
+            from .block_update import (BlockState, block_update_reference, block_update_triton,
+                                       step_inputs_reference, step_inputs_triton)
 
             def state():
                 z = torch.zeros((), dtype=torch.long, device=device)
@@ -133,8 +134,6 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
             block_update_reference(toks, conf, sb, eos_id=2, mask_id=3, max_seq_len=100)
             if not all(torch.equal(getattr(sa, k), getattr(sb, k)) for k in vars(sa)):
                 return "block_update disagrees with its reference"
-            from .block_update import step_inputs_reference, step_inputs_triton
-
             args = (sa.pos, sa.n_prev, sa.active, 100, 104)
             if not all(torch.equal(x, y) for x, y in zip(step_inputs_triton(*args), step_inputs_reference(*args))):
                 return "step_inputs disagrees with its reference"

@@ -67,6 +67,35 @@ def bench_ms(fn, warmup: int = 5, rep: int = 50) -> float:
     return statistics.median(times)
 
 
+def time_providers(key: dict, providers: dict, nbytes: int | None = None, peak: bool = False,
+                   warmup: int = 5, rep: int = 50) -> list[dict]:
+    """The rows of a kernel's bench(): one per provider (a falsy one: not available here), `key` (kernel and
+    shape) with the median ms, GB/s over `nbytes` and, with `peak` on CUDA, the peak MiB allocated
+    during the runs; a provider that fails gets its error and the others still run."""
+    rows = []
+    for name, fn in providers.items():
+        if not fn:
+            continue
+        row = {**key, "provider": name}
+        cuda = peak and torch.cuda.is_available()
+        try:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            ms = bench_ms(fn, warmup=warmup, rep=rep)
+        except Exception as e:  # noqa: BLE001 - report, keep benchmarking the others
+            rows.append({**row, "error": str(e)[:200]})
+            continue
+        row["ms"] = round(ms, 4)
+        if nbytes:
+            row["GB/s"] = round(nbytes / ms / 1e6, 1)
+        if cuda:
+            row["peak_MiB"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+        rows.append(row)
+    return rows
+
+
 def compiled(fn):
     """torch.compile(fn) for the benchmarks' third provider; None where compile is unusable."""
     try:

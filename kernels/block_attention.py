@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from ._triton import bench_ms, compiled, has_triton, next_pow2, use_triton
+from ._triton import compiled, has_triton, next_pow2, time_providers, use_triton
 
 try:
     import triton
@@ -243,19 +243,9 @@ def bench(device: str = "cuda", dtype=torch.bfloat16, H: int = 6, D: int = 64,
             def sdpa():
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-            providers = {"torch": sdpa}
-            if c:
-                providers["torch.compile"] = lambda: c(q, k, v, mask)
-            if has_triton() and q.is_cuda:
-                providers["triton"] = lambda: block_attention_triton(q, k, v, L)
-            kv_bytes = 2 * k.numel() * k.element_size()
-            for name, fn in providers.items():
-                try:
-                    ms = bench_ms(fn)
-                except Exception as e:  # noqa: BLE001 - report, keep benchmarking the others
-                    rows.append({"kernel": "block_attention", "provider": name, "T": T, "cache": L,
-                                 "error": str(e)[:200]})
-                    continue
-                rows.append({"kernel": "block_attention", "provider": name, "T": T, "cache": L,
-                             "ms": round(ms, 4), "GB/s": round(kv_bytes / ms / 1e6, 1)})
+            rows += time_providers({"kernel": "block_attention", "T": T, "cache": L}, {
+                "torch": sdpa,
+                "torch.compile": c and (lambda: c(q, k, v, mask)),
+                "triton": has_triton() and q.is_cuda and (lambda: block_attention_triton(q, k, v, L)),
+            }, nbytes=2 * k.numel() * k.element_size())
     return rows

@@ -213,7 +213,7 @@ def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: i
 
 def bench(device: str = "cuda", blocks=(4, 32, 128), V: int = 8192, compile: bool = True) -> list[dict]:
     """ms per call of triton vs the torch reference eager vs torch.compile (threshold rule, line mode)."""
-    from ._triton import bench_ms, compiled, has_triton
+    from ._triton import compiled, has_triton, time_providers
 
     rows = []
     kw = dict(eos_id=2, mask_id=3, max_seq_len=1 << 20)
@@ -229,16 +229,9 @@ def bench(device: str = "cuda", blocks=(4, 32, 128), V: int = 8192, compile: boo
                         torch.zeros(2 * b + 2, dtype=torch.long, device=device))
         tokens = torch.randint(4, V, (b,), generator=g).to(device)
         conf = (torch.rand(b, generator=g) * 0.5).to(device)  # one commit a step: the block stays open
-        providers = {"torch": lambda: block_update_reference(tokens, conf, st, **kw)}
-        if c:
-            providers["torch.compile"] = lambda: c(tokens, conf, st)
-        if has_triton() and tokens.is_cuda:
-            providers["triton"] = lambda: block_update_triton(tokens, conf, st, **kw)
-        for name, fn in providers.items():
-            try:
-                ms = bench_ms(fn)
-            except Exception as e:  # noqa: BLE001
-                rows.append({"kernel": "block_update", "provider": name, "b": b, "error": str(e)[:200]})
-                continue
-            rows.append({"kernel": "block_update", "provider": name, "b": b, "ms": round(ms, 4)})
+        rows += time_providers({"kernel": "block_update", "b": b}, {
+            "torch": lambda: block_update_reference(tokens, conf, st, **kw),
+            "torch.compile": c and (lambda: c(tokens, conf, st)),
+            "triton": has_triton() and tokens.is_cuda and (lambda: block_update_triton(tokens, conf, st, **kw)),
+        })
     return rows

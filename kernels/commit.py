@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from ._triton import bench_ms, compiled, has_triton, next_pow2, use_triton
+from ._triton import compiled, has_triton, next_pow2, time_providers, use_triton
 
 try:
     import triton
@@ -209,17 +209,9 @@ def bench(device: str = "cuda", dtype=torch.float32, V: int = 8192, blocks=(1, 4
         def ref():
             return fused_commit_reference(logits, masked, ban=ban)
 
-        providers = {"torch": ref}
-        if c:
-            providers["torch.compile"] = lambda: c(logits, masked, ban)
-        if has_triton() and logits.is_cuda:
-            providers["triton"] = lambda: fused_commit_triton(logits, masked, ban=ban)
-        for name, fn in providers.items():
-            try:
-                ms = bench_ms(fn)
-            except Exception as e:  # noqa: BLE001
-                rows.append({"kernel": "commit", "provider": name, "T": T, "V": V, "error": str(e)[:200]})
-                continue
-            rows.append({"kernel": "commit", "provider": name, "T": T, "V": V, "ms": round(ms, 4),
-                         "GB/s": round(logits.numel() * logits.element_size() / ms / 1e6, 1)})
+        rows += time_providers({"kernel": "commit", "T": T, "V": V}, {
+            "torch": ref,
+            "torch.compile": c and (lambda: c(logits, masked, ban)),
+            "triton": has_triton() and logits.is_cuda and (lambda: fused_commit_triton(logits, masked, ban=ban)),
+        }, nbytes=logits.numel() * logits.element_size())
     return rows

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._triton import bench_ms, compiled, has_triton, next_pow2
+from ._triton import compiled, has_triton, next_pow2, time_providers
 
 try:
     import triton
@@ -168,22 +168,9 @@ def bench(device: str = "cuda", dtype=torch.bfloat16, C: int = 384, V: int = 819
                 fn(x, w, t).sum().backward()
             return go
 
-        providers = {"torch": run(fused_linear_cross_entropy_reference)}
-        if c:
-            providers["torch.compile"] = run(c)
-        if has_triton() and x.is_cuda:
-            providers["triton"] = run(lambda a, b, c_: fused_linear_cross_entropy(a, b, c_))
-        for name, fn in providers.items():
-            try:
-                if x.is_cuda:
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
-                ms = bench_ms(fn, warmup=2, rep=20)
-                peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if x.is_cuda else None
-            except Exception as e:  # noqa: BLE001
-                out.append({"kernel": "fused_ce", "provider": name, "N": N, "V": V, "error": str(e)[:200]})
-                continue
-            out.append({"kernel": "fused_ce", "provider": name, "N": N, "V": V, "ms": round(ms, 3),
-                        "peak_MiB": None if peak is None else round(peak, 1)})
+        out += time_providers({"kernel": "fused_ce", "N": N, "V": V}, {
+            "torch": run(fused_linear_cross_entropy_reference),
+            "torch.compile": c and run(c),
+            "triton": has_triton() and x.is_cuda and run(lambda a, b, c_: fused_linear_cross_entropy(a, b, c_)),
+        }, peak=x.is_cuda, warmup=2, rep=20)
     return out

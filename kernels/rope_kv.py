@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import bench_ms, compiled, has_triton, next_pow2, use_triton
+from ._triton import compiled, has_triton, next_pow2, time_providers, use_triton
 
 try:
     import triton
@@ -119,17 +119,9 @@ def bench(device: str = "cuda", dtype=torch.bfloat16, H: int = 6, D: int = 64, b
         kc = torch.zeros(H, S, D, device=device, dtype=dtype)
         vc = torch.zeros_like(kc)
         slots = torch.arange(T, device=device) + 7
-        providers = {"torch": lambda: rope_kv_reference(qkv, cos, sin, kc, vc, slots, H)}
-        if c:
-            providers["torch.compile"] = lambda: c(qkv, cos, sin, kc, vc, slots, H)
-        if has_triton() and qkv.is_cuda:
-            providers["triton"] = lambda: rope_kv_triton(qkv, cos, sin, kc, vc, slots, H)
-        for name, fn in providers.items():
-            try:
-                ms = bench_ms(fn)
-            except Exception as e:  # noqa: BLE001
-                rows.append({"kernel": "rope_kv", "provider": name, "T": T, "error": str(e)[:200]})
-                continue
-            rows.append({"kernel": "rope_kv", "provider": name, "T": T, "ms": round(ms, 4),
-                         "GB/s": round(3 * qkv.numel() * qkv.element_size() / ms / 1e6, 1)})
+        rows += time_providers({"kernel": "rope_kv", "T": T}, {
+            "torch": lambda: rope_kv_reference(qkv, cos, sin, kc, vc, slots, H),
+            "torch.compile": c and (lambda: c(qkv, cos, sin, kc, vc, slots, H)),
+            "triton": has_triton() and qkv.is_cuda and (lambda: rope_kv_triton(qkv, cos, sin, kc, vc, slots, H)),
+        }, nbytes=3 * qkv.numel() * qkv.element_size())
     return rows

@@ -120,6 +120,7 @@ class _Static:
             kc, vc = cache.k[i], cache.v[i]  # (1, H, capacity, D)
             if self.kernels:  # RoPE and the cache write in one launch
                 from ..kernels.rope_kv import rope_kv_triton
+                from ..kernels.swiglu import swiglu_triton
 
                 q = rope_kv_triton(qkv[0], cos, sin, kc[0], vc[0], slots, H)
             else:
@@ -136,8 +137,8 @@ class _Static:
             y = y.transpose(1, 2).reshape(T, C)
             if self.kernels:  # the residual adds inside the GEMMs (cuBLAS's beta = 1): 2 launches fewer
                 x = torch.addmm(x[0], y, att.wo.weight.t())
-                gate, up = layer.ffn.w13(norm(layer.ffn_norm, x)).chunk(2, dim=-1)
-                x = torch.addmm(x, F.silu(gate) * up, layer.ffn.w2.weight.t())[None]
+                h = swiglu_triton(layer.ffn.w13(norm(layer.ffn_norm, x)))
+                x = torch.addmm(x, h, layer.ffn.w2.weight.t())[None]
             else:
                 x = x + att.wo(y[None])
                 x = x + layer.ffn(norm(layer.ffn_norm, x))

@@ -34,7 +34,7 @@ def use_triton(t: torch.Tensor) -> bool:
         return False
     if t.device not in _CHECKED:
         _CHECKED.add(t.device)
-        err = self_check(t.device, ("block_attention", "commit", "rope_kv", "block_update"))
+        err = self_check(t.device, ("block_attention", "commit", "rope_kv", "block_update", "swiglu"))
         if err:
             import logging
 
@@ -110,7 +110,8 @@ def disable_triton():
     has_triton.cache_clear()
 
 
-def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_update", "fused_ce")) -> str | None:
+def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_update", "swiglu", "fused_ce")
+               ) -> str | None:
     """Run each Triton kernel once on small inputs against its reference; None when all agree, else
     what went wrong (the caller then runs the references rather than not at all)."""
     if not (has_triton() and torch.device(device).type == "cuda"):
@@ -166,6 +167,12 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
             args = (sa.pos, sa.n_prev, sa.active, 100, 104)
             if not all(torch.equal(x, y) for x, y in zip(step_inputs_triton(*args), step_inputs_reference(*args))):
                 return "step_inputs disagrees with its reference"
+        if "swiglu" in kernels:
+            from .swiglu import swiglu_reference, swiglu_triton
+
+            gu = torch.randn(3, 2 * 70, generator=g).to(device)
+            if not torch.allclose(swiglu_triton(gu), swiglu_reference(gu), atol=1e-5, rtol=1e-5):
+                return "swiglu disagrees with its reference"
         if "fused_ce" in kernels:
             h = torch.randn(40, 64, generator=g).to(device)
             w = torch.randn(1000, 64, generator=g).to(device) * 0.1

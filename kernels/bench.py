@@ -23,10 +23,12 @@ SHAPES = {  # kernel -> (full, quick) keyword arguments of its bench()
     "fused_ce": (dict(rows=(4096, 16384, 32768)), dict(rows=(8192, 32768))),
     "rope_kv": (dict(blocks=(1, 16, 64, 256, 1024)), dict(blocks=(1, 64, 1024))),
     "block_update": (dict(blocks=(4, 8, 32, 64, 128)), dict(blocks=(4, 32, 128))),
+    "swiglu": (dict(blocks=(1, 16, 64, 256, 1024)), dict(blocks=(1, 64, 1024))),
 }
 TINY = {"block_attention": dict(blocks=(1, 16), cache_lens=(64,), H=2, D=16),
         "commit": dict(blocks=(1, 8), V=256), "fused_ce": dict(rows=(64,), C=32, V=256),
-        "rope_kv": dict(blocks=(1, 8), H=2, D=16, S=32), "block_update": dict(blocks=(4,), V=64)}
+        "rope_kv": dict(blocks=(1, 8), H=2, D=16, S=32), "block_update": dict(blocks=(4,), V=64),
+        "swiglu": dict(blocks=(1, 8), hidden=24)}
 
 
 def run(device: str, quick: bool, compile_: bool, budget_s: float = 0, tiny: bool = False) -> list[dict]:

@@ -135,10 +135,10 @@ class _Static:
             else:
                 y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask)
             y = y.transpose(1, 2).reshape(T, C)
-            if self.kernels:  # the residual adds inside the GEMMs (cuBLAS's beta = 1): 2 launches fewer
-                x = torch.addmm(x[0], y, att.wo.weight.t())
+            if self.kernels:  # the residual adds inside the GEMMs, in place (cuBLAS's beta = 1; an
+                x = x[0].addmm_(y, att.wo.weight.t())  # out-of-place addmm copies x first): 2 launches fewer
                 h = swiglu_triton(layer.ffn.w13(norm(layer.ffn_norm, x)))
-                x = torch.addmm(x, h, layer.ffn.w2.weight.t())[None]
+                x = x.addmm_(h, layer.ffn.w2.weight.t())[None]
             else:
                 x = x + att.wo(y[None])
                 x = x + layer.ffn(norm(layer.ffn_norm, x))

@@ -48,11 +48,18 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def bench_ms(fn, warmup: int = 5, rep: int = 50) -> float:
-    """Median milliseconds per call: triton.testing.do_bench on CUDA, wall clock elsewhere."""
+def bench_ms(fn, warmup: int = 5, rep: int = 50, graph: bool = False) -> float:
+    """Median milliseconds per call: triton.testing.do_bench on CUDA, wall clock elsewhere. `graph`:
+    the calls replayed from a CUDA graph (do_bench_cudagraph), as the decoders run them: the device
+    time without the host's launch cost (Python launchers cost more than these kernels run)."""
     if torch.cuda.is_available() and has_triton():
-        from triton.testing import do_bench
+        from triton.testing import do_bench, do_bench_cudagraph
 
+        if graph:
+            try:
+                return float(do_bench_cudagraph(fn, rep=rep, return_mode="median"))
+            except Exception:  # noqa: BLE001 - not capturable (a host sync): timed eagerly
+                torch.cuda.synchronize()
         return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
     import statistics
     import time
@@ -68,10 +75,11 @@ def bench_ms(fn, warmup: int = 5, rep: int = 50) -> float:
 
 
 def time_providers(key: dict, providers: dict, nbytes: int | None = None, peak: bool = False,
-                   warmup: int = 5, rep: int = 50) -> list[dict]:
+                   warmup: int = 5, rep: int = 50, graph: bool = False) -> list[dict]:
     """The rows of a kernel's bench(): one per provider (a falsy one: not available here), `key` (kernel and
-    shape) with the median ms, GB/s over `nbytes` and, with `peak` on CUDA, the peak MiB allocated
-    during the runs; a provider that fails gets its error and the others still run."""
+    shape) with the median ms (`graph`: replayed from a CUDA graph, see bench_ms), GB/s over `nbytes`
+    and, with `peak` on CUDA, the peak MiB allocated during the runs; a provider that fails gets
+    its error and the others still run."""
     rows = []
     for name, fn in providers.items():
         if not fn:
@@ -83,7 +91,7 @@ def time_providers(key: dict, providers: dict, nbytes: int | None = None, peak: 
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
-            ms = bench_ms(fn, warmup=warmup, rep=rep)
+            ms = bench_ms(fn, warmup=warmup, rep=rep, graph=graph)
         except Exception as e:  # noqa: BLE001 - report, keep benchmarking the others
             rows.append({**row, "error": str(e)[:200]})
             continue

@@ -48,7 +48,10 @@ def run(device: str, quick: bool, compile_: bool, budget_s: float = 0, tiny: boo
 
 def markdown(rows: list[dict], machine: str) -> str:
     """One table per kernel: a row per shape, a column per provider (ms), and triton's speedup."""
-    out = [f"Kernel benchmarks on {machine} (`python -m dllm_ls.kernels.bench`), median ms per call.", ""]
+    out = [f"Kernel benchmarks on {machine} (`python -m dllm_ls.kernels.bench`), median ms per call "
+           "(the decoding kernels replayed from a CUDA graph where they capture, as the decoders run them: "
+           "device time; "
+           "fused_ce called eagerly).", ""]
     kernels = []
     for r in rows:
         if r["kernel"] not in kernels:

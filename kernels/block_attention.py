@@ -243,9 +243,10 @@ def bench(device: str = "cuda", dtype=torch.bfloat16, H: int = 6, D: int = 64,
             def sdpa():
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-            rows += time_providers({"kernel": "block_attention", "T": T, "cache": L}, {
+            L_dev = torch.tensor([L], dtype=torch.int32, device=device)  # as the decoders pass it (an int
+            rows += time_providers({"kernel": "block_attention", "T": T, "cache": L}, {  # costs an H2D copy)
                 "torch": sdpa,
                 "torch.compile": c and (lambda: c(q, k, v, mask)),
-                "triton": has_triton() and q.is_cuda and (lambda: block_attention_triton(q, k, v, L)),
-            }, nbytes=2 * k.numel() * k.element_size())
+                "triton": has_triton() and q.is_cuda and (lambda: block_attention_triton(q, k, v, L_dev)),
+            }, nbytes=2 * k.numel() * k.element_size(), graph=True)
     return rows

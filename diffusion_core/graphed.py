@@ -116,15 +116,16 @@ class _Static:
         norm = _fused_norm if self.cuda else (lambda mod, x: mod(x))
         for i, layer in enumerate(m.layers):
             att = layer.attn
-            qkv = att.wqkv(norm(layer.attn_norm, x))  # (1, T, 3C)
             kc, vc = cache.k[i], cache.v[i]  # (1, H, capacity, D)
-            if self.kernels:  # RoPE and the cache write in one launch
+            if self.kernels:  # the norm, RoPE and the cache write in one launch after the projection
                 from ..kernels.rope_kv import rope_kv_triton
                 from ..kernels.swiglu import swiglu_triton
 
-                q = rope_kv_triton(qkv[0], cos, sin, kc[0], vc[0], slots, H)
+                wqkv, w13 = self._norm_folded()[i]
+                eps = layer.attn_norm.eps
+                q = rope_kv_triton(torch.mm(x[0], wqkv.t()), cos, sin, kc[0], vc[0], slots, H, x=x[0], eps=eps)
             else:
-                qkv = qkv.view(1, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, 1, H, T, D)
+                qkv = att.wqkv(norm(layer.attn_norm, x)).view(1, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, 1, H, T, D)
                 q, k = _rope(qkv[:2], cos2, sin2)  # q and k in one pass
                 kc.index_copy_(2, slots, k)
                 vc.index_copy_(2, slots, qkv[2])
@@ -137,12 +138,24 @@ class _Static:
             y = y.transpose(1, 2).reshape(T, C)
             if self.kernels:  # the residual adds inside the GEMMs, in place (cuBLAS's beta = 1; an
                 x = x[0].addmm_(y, att.wo.weight.t())  # out-of-place addmm copies x first): 2 launches fewer
-                h = swiglu_triton(layer.ffn.w13(norm(layer.ffn_norm, x)))
+                h = swiglu_triton(torch.mm(x, w13.t()), x=x, eps=layer.ffn_norm.eps)  # the norm rides along
                 x = x.addmm_(h, layer.ffn.w2.weight.t())[None]
             else:
                 x = x + att.wo(y[None])
                 x = x + layer.ffn(norm(layer.ffn_norm, x))
         return norm(m.norm, x[0])
+
+    def _norm_folded(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, wqkv and w13 with their RMSNorm's weight folded in (W * g: the columns scaled):
+        the kernel path projects x itself and `rope_kv` / `swiglu` apply x's 1/rms, so the
+        norms cost no launch. Made once (the model's weights are fixed while it serves)."""
+        if getattr(self, "_folded", None) is None:
+            def fold(w, norm):
+                return (w.float() * norm.weight.float()).to(w.dtype)
+
+            self._folded = [(fold(layer.attn.wqkv.weight, layer.attn_norm), fold(layer.ffn.w13.weight, layer.ffn_norm))
+                            for layer in self.model.layers]
+        return self._folded
 
     def _prefill_step(self, T: int):
         """The first `pf_n` of `pf_ids[:T]` enter the cache at `pos` (causally, as `model.extend`),

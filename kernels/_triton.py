@@ -150,8 +150,9 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
             cos, sin = ang.cos().to(device), ang.sin().to(device)
             caches = [torch.zeros(2, 2, 9, 64, device=device) for _ in range(2)]
             slots = torch.tensor([8, 0, 3, 4, 1], device=device)
-            qa = rope_kv_triton(qkv, cos, sin, caches[0][0], caches[0][1], slots, 2)
-            qb = rope_kv_reference(qkv, cos, sin, caches[1][0], caches[1][1], slots, 2)
+            x = torch.randn(5, 2 * 64, generator=g).to(device)  # the norm rides along, as decoding runs it
+            qa = rope_kv_triton(qkv, cos, sin, caches[0][0], caches[0][1], slots, 2, x=x)
+            qb = rope_kv_reference(qkv, cos, sin, caches[1][0], caches[1][1], slots, 2, x=x)
             if not (torch.allclose(qa, qb, atol=1e-5) and torch.allclose(caches[0], caches[1], atol=1e-5)):
                 return "rope_kv disagrees with its reference"
         if "block_update" in kernels:
@@ -178,8 +179,8 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
         if "swiglu" in kernels:
             from .swiglu import swiglu_reference, swiglu_triton
 
-            gu = torch.randn(3, 2 * 70, generator=g).to(device)
-            if not torch.allclose(swiglu_triton(gu), swiglu_reference(gu), atol=1e-5, rtol=1e-5):
+            gu, x = torch.randn(3, 2 * 70, generator=g).to(device), torch.randn(3, 50, generator=g).to(device)
+            if not torch.allclose(swiglu_triton(gu, x), swiglu_reference(gu, x), atol=1e-5, rtol=1e-5):
                 return "swiglu disagrees with its reference"
         if "fused_ce" in kernels:
             h = torch.randn(40, 64, generator=g).to(device)

@@ -11,6 +11,11 @@ x[D/2:]) in float32, rounded once to the input dtype.
 In torch this is ~8 launches (the float casts, the products and sums, the concatenation, two
 `index_copy_`); at batch 1 a step is launch-bound, so the kernel saves ~7 launches per layer. One
 program per (row, head) reads the row's q, k and v once.
+
+With `x` (T, C), the attention's RMSNorm rides along: qkv is then x's projection through the
+norm-weighted `wqkv` (`W * norm.weight`), and the kernel scales each row by x's 1/rms
+(rsqrt(mean(x^2) + eps), float32) before the rotation: RMSNorm(x) @ W.T = (x @ (W * g).T) / rms(x),
+one launch fewer per layer.
 """
 
 from __future__ import annotations
@@ -34,10 +39,18 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
-def rope_kv_reference(qkv, cos, sin, k_cache, v_cache, slots, n_head: int):
+def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / rms of each row of x, float32 (T, 1): RMSNorm without its weight."""
+    x32 = x.float()
+    return torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def rope_kv_reference(qkv, cos, sin, k_cache, v_cache, slots, n_head: int, x=None, eps: float = 1e-5):
     """Pure torch (what `model.Attention` computes, then `index_copy_` into the cache)."""
     T = qkv.shape[0]
     D = qkv.shape[1] // (3 * n_head)
+    if x is not None:
+        qkv = (qkv.float() * rms_scale(x, eps)).type_as(qkv)
     q, k, v = qkv.view(T, 3, n_head, D).permute(1, 2, 0, 3)  # (H, T, D) each
     q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
     k_cache.index_copy_(1, slots, k.to(k_cache.dtype))
@@ -49,9 +62,18 @@ def rope_kv_reference(qkv, cos, sin, k_cache, v_cache, slots, n_head: int):
 
 if triton is not None:
     @triton.jit
-    def _rope_kv_kernel(qkv, cos, sin, kc, vc, slots, q_out,
-                        s_qkv, s_cs, s_kh, s_ks, s_kd, s_vh, s_vs, s_vd, s_qh, s_qt,
-                        C, HALF, BLOCK: tl.constexpr):
+    def _ld(ptr, m, r, NORM: tl.constexpr):
+        """A slice of the qkv row, times the row's 1/rms and rounded to its dtype when NORM (as the
+        reference, and an unfused norm + projection, round)."""
+        v = tl.load(ptr, mask=m, other=0.0)
+        if NORM:
+            v = (v.to(tl.float32) * r).to(ptr.dtype.element_ty)
+        return v
+
+    @triton.jit
+    def _rope_kv_kernel(qkv, cos, sin, kc, vc, slots, q_out, x, eps,
+                        s_qkv, s_cs, s_kh, s_ks, s_kd, s_vh, s_vs, s_vd, s_qh, s_qt, s_x,
+                        C, HALF, BLOCK: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr):
         t = tl.program_id(0)
         h = tl.program_id(1)
         d = tl.arange(0, BLOCK)
@@ -60,15 +82,20 @@ if triton is not None:
         c = tl.load(cos + t * s_cs + d, mask=m, other=0.0)
         s = tl.load(sin + t * s_cs + d, mask=m, other=0.0)
         slot = tl.load(slots + t)
+        r = 1.0
+        if NORM:  # the row's 1/rms, which scales q, k and v alike
+            xc = tl.arange(0, BLOCK_C)
+            xr = tl.load(x + t * s_x + xc, mask=xc < C, other=0.0).to(tl.float32)
+            r = 1.0 / tl.sqrt(tl.sum(xr * xr, axis=0) / C + eps)
         # q: rotated, out
-        x1 = tl.load(row + d, mask=m, other=0.0).to(tl.float32)
-        x2 = tl.load(row + HALF + d, mask=m, other=0.0).to(tl.float32)
+        x1 = _ld(row + d, m, r, NORM).to(tl.float32)
+        x2 = _ld(row + HALF + d, m, r, NORM).to(tl.float32)
         qo = q_out + h * s_qh + t * s_qt
         tl.store(qo + d, (x1 * c - x2 * s).to(q_out.dtype.element_ty), mask=m)
         tl.store(qo + HALF + d, (x1 * s + x2 * c).to(q_out.dtype.element_ty), mask=m)
         # k: rotated, rounded to the input dtype (as the reference), into the cache
-        x1 = tl.load(row + C + d, mask=m, other=0.0).to(tl.float32)
-        x2 = tl.load(row + C + HALF + d, mask=m, other=0.0).to(tl.float32)
+        x1 = _ld(row + C + d, m, r, NORM).to(tl.float32)
+        x2 = _ld(row + C + HALF + d, m, r, NORM).to(tl.float32)
         ko = kc + h * s_kh + slot * s_ks
         k1 = (x1 * c - x2 * s).to(qkv.dtype.element_ty)
         k2 = (x1 * s + x2 * c).to(qkv.dtype.element_ty)
@@ -76,33 +103,37 @@ if triton is not None:
         tl.store(ko + (HALF + d) * s_kd, k2.to(kc.dtype.element_ty), mask=m)
         # v: copied into the cache
         vo = vc + h * s_vh + slot * s_vs
-        tl.store(vo + d * s_vd, tl.load(row + 2 * C + d, mask=m).to(vc.dtype.element_ty), mask=m)
-        tl.store(vo + (HALF + d) * s_vd, tl.load(row + 2 * C + HALF + d, mask=m).to(vc.dtype.element_ty), mask=m)
+        tl.store(vo + d * s_vd, _ld(row + 2 * C + d, m, r, NORM).to(vc.dtype.element_ty), mask=m)
+        tl.store(vo + (HALF + d) * s_vd, _ld(row + 2 * C + HALF + d, m, r, NORM).to(vc.dtype.element_ty), mask=m)
 
 
-def rope_kv_triton(qkv, cos, sin, k_cache, v_cache, slots, n_head: int):
+def rope_kv_triton(qkv, cos, sin, k_cache, v_cache, slots, n_head: int, x=None, eps: float = 1e-5):
     """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1)."""
     T, C3 = qkv.shape
     C = C3 // 3
     D = C // n_head
     if C3 != 3 * C or C != n_head * D or D % 2 or qkv.stride(1) != 1:
         raise ValueError(f"rope_kv: qkv {tuple(qkv.shape)} is not (T, 3 * {n_head} heads * an even head dim)")
+    if x is not None and (x.shape != (T, C) or x.stride(1) != 1):
+        raise ValueError(f"rope_kv: x {tuple(x.shape)} is not ({T}, {C}) with contiguous rows")
     if cos.stride(1) != 1 or sin.stride(1) != 1 or cos.stride() != sin.stride():
         cos, sin = cos.contiguous(), sin.contiguous()
     q = torch.empty(1, n_head, T, D, dtype=qkv.dtype, device=qkv.device)
     if T == 0:
         return q
+    norm = x is not None
     _rope_kv_kernel[(T, n_head)](
-        qkv, cos, sin, k_cache, v_cache, slots, q,
+        qkv, cos, sin, k_cache, v_cache, slots, q, x if norm else qkv, float(eps),
         qkv.stride(0), cos.stride(0), *k_cache.stride(), *v_cache.stride(), q.stride(1), q.stride(2),
-        C, D // 2, BLOCK=max(16, next_pow2(D // 2)), num_warps=1)
+        x.stride(0) if norm else 0, C, D // 2, BLOCK=max(16, next_pow2(D // 2)), NORM=norm,
+        BLOCK_C=next_pow2(C) if norm else 16, num_warps=1)
     return q
 
 
-def rope_kv(qkv, cos, sin, k_cache, v_cache, slots, n_head: int):
+def rope_kv(qkv, cos, sin, k_cache, v_cache, slots, n_head: int, x=None, eps: float = 1e-5):
     """Triton on CUDA when it is installed, the torch reference elsewhere."""
     fn = rope_kv_triton if use_triton(qkv) else rope_kv_reference
-    return fn(qkv, cos, sin, k_cache, v_cache, slots, n_head)
+    return fn(qkv, cos, sin, k_cache, v_cache, slots, n_head, x, eps)
 
 
 # --- benchmark ---------------------------------------------------------------------------------

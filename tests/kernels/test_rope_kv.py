@@ -62,3 +62,39 @@ def test_dispatch_and_bad_shapes():
     assert rope_kv(qkv, cos, sin, cache[0, 0], cache[1, 0], slots, 2).shape == (1, 2, 3, 8)  # the reference on CPU
     with pytest.raises(ValueError, match="rope_kv"):
         rope_kv_triton(qkv[:, :47], cos, sin, cache[0, 0], cache[1, 0], slots, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T,H,D", [(1, 2, 16), (9, 3, 10)])
+def test_the_norm_rides_along(triton_device, dtype, T, H, D):
+    """With x, q/k/v are scaled by x's 1/rms first: the norm folded in (RMSNorm(x) @ W.T =
+    (x @ (W * g).T) / rms(x)), against the unfused model computation in float64."""
+    from dllm_ls.diffusion_core.model import RMSNorm
+
+    S, C = 40, H * D
+    qkv_unused, cos, sin, cache, slots, ang = _inputs(T, H, D, S, dtype, triton_device, seed=5)
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(T, C, generator=g) * 3).to(triton_device, dtype)
+    norm = RMSNorm(C, 1e-5)
+    norm.weight.data = torch.rand(C, generator=g) + 0.5
+    w = torch.randn(3 * C, C, generator=g) / C ** 0.5
+    qkv = (x.float() @ (w * norm.weight.data).t().to(x.device)).to(dtype)  # the folded projection
+    kc, vc = cache[0, 0], cache[1, 0]
+    kr, vr = kc.clone(), vc.clone()
+    q = rope_kv_triton(qkv, cos, sin, kc, vc, slots, H, x=x, eps=1e-5)
+    q_ref = rope_kv_reference(qkv, cos, sin, kr, vr, slots, H, x=x, eps=1e-5)
+    # float64: the model's norm, then the projection, then the rotation
+    x64 = x.double().cpu()
+    h64 = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight.data.double()
+    t = (h64 @ w.double().t()).view(T, 3, H, D).permute(1, 2, 0, 3).to(triton_device)
+    c64, s64 = ang.cos().to(t.device), ang.sin().to(t.device)
+
+    def rot(u):
+        d = D // 2
+        return torch.cat([u[..., :d] * c64 - u[..., d:] * s64, u[..., :d] * s64 + u[..., d:] * c64], -1)
+
+    assert_within_torch_error(q[0], q_ref[0], rot(t[0]), dtype, n_ulps=4, what=f"q {dtype}")
+    assert_within_torch_error(kc[:, slots], kr[:, slots], rot(t[1]), dtype, n_ulps=4, what=f"k {dtype}")
+    assert_within_torch_error(vc[:, slots], vr[:, slots], t[2], dtype, n_ulps=4, what=f"v {dtype}")
+    with pytest.raises(ValueError, match="rope_kv: x"):
+        rope_kv_triton(qkv, cos, sin, kc, vc, slots, H, x=x[:, :-1])

@@ -35,3 +35,22 @@ def test_dispatch_and_bad_shapes():
     assert torch.equal(swiglu(gu), swiglu_reference(gu))  # the reference on CPU
     with pytest.raises(ValueError, match="swiglu"):
         swiglu_triton(torch.randn(3, 7))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_the_norm_rides_along(triton_device, dtype):
+    """With x, the gate and up rows are scaled by x's 1/rms first (the feed-forward's RMSNorm
+    folded into w13), against the model's norm + projection + gate in float64."""
+    T, C, hidden = 6, 40, 72
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(T, C, generator=g) * 3).to(triton_device, dtype)
+    gw = torch.rand(C, generator=g) + 0.5
+    w = torch.randn(2 * hidden, C, generator=g) / C ** 0.5
+    gu = (x.float() @ (w * gw).t().to(x.device)).to(dtype)
+    got = swiglu_triton(gu, x=x, eps=1e-5)
+    x64 = x.double().cpu()
+    h64 = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5) * gw.double()
+    gu64 = h64 @ w.double().t()
+    want64 = (torch.nn.functional.silu(gu64[:, :hidden]) * gu64[:, hidden:]).to(got.device)
+    assert_within_torch_error(got, swiglu_reference(gu, x=x, eps=1e-5), want64, dtype, n_ulps=4,
+                              what=f"swiglu+norm {dtype}")

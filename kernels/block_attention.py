@@ -248,5 +248,5 @@ def bench(device: str = "cuda", dtype=torch.bfloat16, H: int = 6, D: int = 64,
                 "torch": sdpa,
                 "torch.compile": c and (lambda: c(q, k, v, mask)),
                 "triton": has_triton() and q.is_cuda and (lambda: block_attention_triton(q, k, v, L_dev)),
-            }, nbytes=2 * k.numel() * k.element_size(), graph=True)
+            }, nbytes=2 * k.numel() * k.element_size(), graph=q.is_cuda)
     return rows

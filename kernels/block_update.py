@@ -233,5 +233,5 @@ def bench(device: str = "cuda", blocks=(4, 32, 128), V: int = 8192, compile: boo
             "torch": lambda: block_update_reference(tokens, conf, st, **kw),
             "torch.compile": c and (lambda: c(tokens, conf, st)),
             "triton": has_triton() and tokens.is_cuda and (lambda: block_update_triton(tokens, conf, st, **kw)),
-        }, graph=True)
+        }, graph=tokens.is_cuda)
     return rows

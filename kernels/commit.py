@@ -213,5 +213,5 @@ def bench(device: str = "cuda", dtype=torch.float32, V: int = 8192, blocks=(1, 4
             "torch": ref,
             "torch.compile": c and (lambda: c(logits, masked, ban)),
             "triton": has_triton() and logits.is_cuda and (lambda: fused_commit_triton(logits, masked, ban=ban)),
-        }, nbytes=logits.numel() * logits.element_size(), graph=True)
+        }, nbytes=logits.numel() * logits.element_size(), graph=logits.is_cuda)
     return rows

@@ -154,5 +154,5 @@ def bench(device: str = "cuda", dtype=torch.bfloat16, H: int = 6, D: int = 64, b
             "torch": lambda: rope_kv_reference(qkv, cos, sin, kc, vc, slots, H),
             "torch.compile": c and (lambda: c(qkv, cos, sin, kc, vc, slots, H)),
             "triton": has_triton() and qkv.is_cuda and (lambda: rope_kv_triton(qkv, cos, sin, kc, vc, slots, H)),
-        }, nbytes=3 * qkv.numel() * qkv.element_size(), graph=True)
+        }, nbytes=3 * qkv.numel() * qkv.element_size(), graph=qkv.is_cuda)
     return rows

@@ -91,5 +91,5 @@ def bench(device: str = "cuda", dtype=torch.bfloat16, hidden: int = 1024, blocks
             "torch": lambda: swiglu_reference(gu),
             "torch.compile": c and (lambda: c(gu)),
             "triton": has_triton() and gu.is_cuda and (lambda: swiglu_triton(gu)),
-        }, nbytes=int(1.5 * gu.numel() * gu.element_size()), graph=True)
+        }, nbytes=int(1.5 * gu.numel() * gu.element_size()), graph=gu.is_cuda)
     return rows

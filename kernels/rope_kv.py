@@ -62,6 +62,13 @@ def rope_kv_reference(qkv, cos, sin, k_cache, v_cache, slots, n_head: int, x=Non
 
 if triton is not None:
     @triton.jit
+    def inv_rms(x, C, eps, BLOCK_C: tl.constexpr):
+        """1 / rms of the row at x (C elements), float32: RMSNorm without its weight."""
+        xc = tl.arange(0, BLOCK_C)
+        xr = tl.load(x + xc, mask=xc < C, other=0.0).to(tl.float32)
+        return 1.0 / tl.sqrt(tl.sum(xr * xr, axis=0) / C + eps)
+
+    @triton.jit
     def _ld(ptr, m, r, NORM: tl.constexpr):
         """A slice of the qkv row, times the row's 1/rms and rounded to its dtype when NORM (as the
         reference, and an unfused norm + projection, round)."""
@@ -84,9 +91,7 @@ if triton is not None:
         slot = tl.load(slots + t)
         r = 1.0
         if NORM:  # the row's 1/rms, which scales q, k and v alike
-            xc = tl.arange(0, BLOCK_C)
-            xr = tl.load(x + t * s_x + xc, mask=xc < C, other=0.0).to(tl.float32)
-            r = 1.0 / tl.sqrt(tl.sum(xr * xr, axis=0) / C + eps)
+            r = inv_rms(x + t * s_x, C, eps, BLOCK_C)
         # q: rotated, out
         x1 = _ld(row + d, m, r, NORM).to(tl.float32)
         x2 = _ld(row + HALF + d, m, r, NORM).to(tl.float32)

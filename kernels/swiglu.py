@@ -20,6 +20,8 @@ from ._triton import compiled, has_triton, next_pow2, time_providers, use_triton
 try:
     import triton
     import triton.language as tl
+
+    from .rope_kv import inv_rms
 except ImportError:  # CPU wheels of torch come without triton: the reference serves
     triton = None
 
@@ -44,9 +46,7 @@ if triton is not None:
         g = tl.load(gu + t * s_gu + f, mask=m, other=0.0)
         u = tl.load(gu + t * s_gu + F_ + f, mask=m, other=0.0)
         if NORM:  # the row's 1/rms; the scaled projection rounded as the reference rounds it
-            xc = tl.arange(0, BLOCK_C)
-            xr = tl.load(x + t * s_x + xc, mask=xc < C, other=0.0).to(tl.float32)
-            r = 1.0 / tl.sqrt(tl.sum(xr * xr, axis=0) / C + eps)
+            r = inv_rms(x + t * s_x, C, eps, BLOCK_C)
             g = (g.to(tl.float32) * r).to(gu.dtype.element_ty)
             u = (u.to(tl.float32) * r).to(gu.dtype.element_ty)
         g = g.to(tl.float32)

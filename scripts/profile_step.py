@@ -1,5 +1,6 @@
 """Where a graphed decoding step's device time goes: each kernel of one eager step of the shipped
-model (torch.profiler, CUDA), grouped by name, beside the graph replay's time per step.
+model (torch.profiler, CUDA), grouped by name, beside the graph replay's time per step; then the
+device time of the prompt's prefill graph per length bucket (a fixed cost of every cold completion).
 
     python3 scripts/profile_step.py [BLOCK ...]        (GPU; default blocks: 32)
 """
@@ -41,3 +42,19 @@ for b in [int(x) for x in sys.argv[1:]] or [32]:
           f"per eager step (the rest of the replay: gaps between kernels)")
     for name, (c, us) in sorted(by.items(), key=lambda kv: -kv[1][1]):
         print(f"  {us / 10:8.1f} us  {c / 10:5.1f}x  {name[:110]}")
+
+# the prefill graphs (the last decoder's), one per bucket, from an empty cache
+start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+for T in dec.buckets:
+    dec.cache.reset()
+    ids = torch.randint(10, 1000, (T,))
+    dec._run_prefill(ids, T)  # warm
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(20):
+        dec._run_prefill(ids, T)
+    end.record()
+    end.synchronize()
+    print(f"prefill bucket {T:5d}: {start.elapsed_time(end) / 20 * 1000:8.1f} us "
+          f"({'graph' if T in dec.pf_graphs else 'eager'})")
+dec.cache.reset()

@@ -17,7 +17,9 @@ request early. `find_stop` returns the earliest cut.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 OPEN, CLOSE = "([{", ")]}"
 PAIR = dict(zip(CLOSE, OPEN))
@@ -59,17 +61,28 @@ def auto_mode(prefix: str, suffix: str) -> str:
     return "line"
 
 
+@lru_cache(maxsize=16)
+def _special_chars(quotes: str, line_comment: str | None) -> re.Pattern:
+    """The characters `unmatched_closers` acts on; it skips the rest in C (a regex search), not
+    one Python iteration per character: it runs on every decoding step's text."""
+    chars = set(quotes) | set(OPEN) | set(CLOSE) | {"\\", "\n"} | ({line_comment[0]} if line_comment else set())
+    return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
+
+
 def unmatched_closers(text: str, quotes: str = "'\"", line_comment: str | None = "#"):
     """Yield the index of each closing bracket of `text` that closes nothing opened before it in
     `text`; brackets inside string literals (`quotes`, one line each) and line comments are skipped."""
     stack: list[str] = []
     quote = None
-    i = 0
-    while i < len(text):
+    find = _special_chars(quotes, line_comment).search
+    pos = 0
+    while (m := find(text, pos)) is not None:
+        i = m.start()
         c = text[i]
+        pos = i + 1
         if quote:
             if c == "\\":
-                i += 1
+                pos = i + 2  # the escaped character
             elif c == quote or c == "\n":
                 quote = None
         elif c in quotes:
@@ -78,7 +91,7 @@ def unmatched_closers(text: str, quotes: str = "'\"", line_comment: str | None =
             nl = text.find("\n", i)
             if nl == -1:
                 return
-            i = nl
+            pos = nl + 1
         elif c in OPEN:
             stack.append(c)
         elif c in CLOSE:
@@ -86,7 +99,6 @@ def unmatched_closers(text: str, quotes: str = "'\"", line_comment: str | None =
                 stack.pop()
             elif not stack:
                 yield i
-        i += 1
 
 
 def _brackets_stop(text: str, ctx: StopContext) -> int | None:

@@ -50,3 +50,46 @@ def test_auto_mode():
 def test_bad_mode_is_refused():
     with pytest.raises(ValueError, match="mode"):
         StopContext(mode="paragraph", prefix_line="")
+
+
+def _closers_char_by_char(text, quotes="'\"", line_comment="#"):
+    """unmatched_closers as it was written first: one step per character (the reference)."""
+    stack, quote, i = [], None, 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote or c == "\n":
+                quote = None
+        elif c in quotes:
+            quote = c
+        elif line_comment and text.startswith(line_comment, i):
+            nl = text.find("\n", i)
+            if nl == -1:
+                return
+            i = nl
+        elif c in "([{":
+            stack.append(c)
+        elif c in ")]}":
+            if stack and stack[-1] == {")": "(", "]": "[", "}": "{"}[c]:
+                stack.pop()
+            elif not stack:
+                yield i
+        i += 1
+
+
+def test_unmatched_closers_equals_the_char_by_char_scan():
+    """The regex-skipping scan finds the same closers as one step per character, on random text
+    made of the characters that matter (quotes, escapes, comments, brackets, newlines)."""
+    import random
+
+    from dllm_ls.diffusion_core.stops import unmatched_closers
+
+    rng = random.Random(0)
+    alphabet = "()[]{}'\"`\\#/\n ax"
+    for quotes, comment in (("'\"", "#"), ("'\"`", "//"), ("'\"`", None), ("'", "#")):
+        for _ in range(3000):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+            assert list(unmatched_closers(text, quotes, comment)) == list(_closers_char_by_char(text, quotes, comment)), \
+                (text, quotes, comment)

@@ -91,6 +91,10 @@ class _Static:
         self.pf_causal = self.pf_ar[:, None] >= self.pf_ar[None, :]
         self.pf_graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.prefills_graphed = 0
+        # the largest bucket whose prefill attends through the Triton kernel (masked SDPA over the
+        # buffer above it), set before the first capture: 256, the kernel's limit until session 16;
+        # whether it beats SDPA on larger prompts is not measured yet (scripts/profile_step.py)
+        self.prefill_triton_max = 256
 
     # --- the model over static buffers -------------------------------------------------------
 
@@ -166,7 +170,7 @@ class _Static:
         positions = (pos + ar).clamp(max=self.max_seq_len - 1)
         slots = (pos + ar).clamp(max=self.cache.capacity - 1)  # real slots stay < capacity - 1
         h = self._layers(self.pf_ids[:T], positions, slots, self.pf_causal[:T, :T].contiguous(),
-                         triton=self.kernels and T <= 256)
+                         triton=self.kernels and T <= self.prefill_triton_max)
         self.pf_h.copy_(h.index_select(0, (self.pf_n - 1).clamp(min=0).view(1))[0])
 
     def _bucket(self, n: int, length: int) -> int | None:

@@ -149,6 +149,7 @@ if triton is not None:
         tl.store(OUT + b * so_b + h * so_h + t * so_t + offs_d * so_d, out.to(OUT.dtype.element_ty), mask=d_ok)
 
 
+MAX_QUERIES = 1024  # a decoding block (1-128 queries x 2) or a prompt's prefill (a bucket up to 1,024)
 _SM_COUNT: dict[int, int] = {}
 
 
@@ -179,8 +180,8 @@ def block_attention_triton(q, k, v, cache_len, self_mask=None, scale: float | No
     """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1)."""
     B, H, T, D = q.shape
     S = k.shape[2]
-    if not 1 <= T <= 256:
-        raise ValueError(f"block_attention: {T} queries; the kernel takes 1-256")
+    if not 1 <= T <= MAX_QUERIES:
+        raise ValueError(f"block_attention: {T} queries; the kernel takes 1-{MAX_QUERIES}")
     if isinstance(cache_len, int):
         if cache_len + T > S:
             raise ValueError(f"block_attention: cache_len {cache_len} + {T} queries > {S} slots")

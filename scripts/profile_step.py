@@ -1,6 +1,7 @@
 """Where a graphed decoding step's device time goes: each kernel of one eager step of the shipped
 model (torch.profiler, CUDA), grouped by name, beside the graph replay's time per step; then the
-device time of the prompt's prefill graph per length bucket (a fixed cost of every cold completion).
+device time of the prompt's prefill graph per length bucket (a fixed cost of every cold completion),
+above 256 tokens with masked SDPA (the default) and with the Triton kernel side by side.
 
     python3 scripts/profile_step.py [BLOCK ...]        (GPU; default blocks: 32)
 """
@@ -43,18 +44,28 @@ for b in [int(x) for x in sys.argv[1:]] or [32]:
     for name, (c, us) in sorted(by.items(), key=lambda kv: -kv[1][1]):
         print(f"  {us / 10:8.1f} us  {c / 10:5.1f}x  {name[:110]}")
 
-# the prefill graphs (the last decoder's), one per bucket, from an empty cache
+# the prefill graphs, one per bucket, from an empty cache: buckets above 256 with masked SDPA over
+# the buffer (the default) and with the Triton kernel (prefill_triton_max = 1024), side by side
 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+decs = {}
+for limit in (256, 1024):
+    d = graphed(Sampler(model, tok, cfg), cfg)
+    d.prefill_triton_max = limit
+    d._capture()
+    decs[limit] = d
 for T in dec.buckets:
-    dec.cache.reset()
-    ids = torch.randint(10, 1000, (T,))
-    dec._run_prefill(ids, T)  # warm
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(20):
-        dec._run_prefill(ids, T)
-    end.record()
-    end.synchronize()
-    print(f"prefill bucket {T:5d}: {start.elapsed_time(end) / 20 * 1000:8.1f} us "
-          f"({'graph' if T in dec.pf_graphs else 'eager'})")
-dec.cache.reset()
+    row = []
+    for limit, d in decs.items():
+        d.cache.reset()
+        ids = torch.randint(10, 1000, (T,))
+        d._run_prefill(ids, T)  # warm
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(20):
+            d._run_prefill(ids, T)
+        end.record()
+        end.synchronize()
+        kind = ("triton" if T <= limit else "sdpa") + ("" if T in d.pf_graphs else ", eager")
+        row.append(f"{start.elapsed_time(end) / 20 * 1000:8.1f} us ({kind})")
+        d.cache.reset()
+    print(f"prefill bucket {T:5d}: " + "   ".join(row))

@@ -133,6 +133,15 @@ def test_the_kernel_path_equals_the_sampler(tokenizer, causal):
     assert dec._prefill(ids)
     torch.testing.assert_close(torch.nn.functional.linear(dec.pf_h, m.tok_emb.weight), want[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(dec.cache.k[..., :len(ids), :], ref.k[..., :len(ids), :], atol=1e-5, rtol=1e-5)
+    # a prompt in a bucket above the decoding blocks' sizes, its attention through the kernel too
+    dec.prefill_triton_max = 512
+    dec.cache.reset()
+    ids = (tokenizer.encode(PROMPTS[1][0]) * 40)[:300]
+    ref = KVCache.for_model(m, capacity=dec.cache.capacity)
+    want = m.extend(torch.tensor([ids]), ref)
+    assert dec._prefill(ids)
+    torch.testing.assert_close(torch.nn.functional.linear(dec.pf_h, m.tok_emb.weight), want[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dec.cache.v[..., :300, :], ref.v[..., :300, :], atol=1e-5, rtol=1e-5)
     if causal:
         return
     # the logits and the cache themselves (a completion may hide a small error): a long prompt

@@ -112,3 +112,16 @@ def test_kernel_replays_in_a_cuda_graph():
         ref = block_attention_reference(q, k, v, L)
         assert_within_torch_error(out, ref, block_attention_reference(q.double(), k.double(), v.double(), L),
                                   torch.bfloat16, what=f"graph L={L}")
+
+
+def test_a_prefill_sized_block(triton_device):
+    """A prompt's prefill: hundreds of causal queries (a bucket above the decoding blocks) over a
+    short cache, in bf16, against the reference."""
+    B, H, T, L, D = 1, 2, 300, 20, 16
+    q, k, v = _inputs(B, H, T, L, D, torch.bfloat16, triton_device, seed=4)
+    sm = _step_mask(T, T).to(triton_device)  # all clean: causal
+    ref64 = block_attention_reference(q.double(), k.double(), v.double(), L, sm)
+    out = block_attention_triton(q, k, v, torch.tensor([L], device=triton_device), sm)
+    assert_within_torch_error(out, block_attention_reference(q, k, v, L, sm), ref64, torch.bfloat16, what="prefill")
+    with pytest.raises(ValueError, match="1-1024"):
+        block_attention_triton(torch.zeros(1, 1, 1025, 16), k, v, 0)

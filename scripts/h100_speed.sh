@@ -22,7 +22,8 @@
 # Knobs (environment): OUT, TOTAL_S, LIMIT, CKPT, DEVICE (cuda; cpu to try the script's logic),
 # TEST_S (phase 2 limit, 110), KBENCH_S (phase 4 reserve, 45), BENCH_ARGS (extra bench arguments),
 # TESTS (pytest paths), SKIP_INSTALL=1 (use the current environment as it is), EAGER_ROWS= (empty:
-# no eager rows, which take minutes on all 1,033 Q1 tasks).
+# no eager rows, which take minutes on all 1,033 Q1 tasks), PROFILE_S (the step/prefill profile's
+# limit, 40; 0: skip).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 START=$SECONDS
@@ -82,16 +83,25 @@ say "tests done"
 
 # 3. S1: its budget is what is left, less the kernel benchmarks, the scoring and the floor (~40 s)
 REM=$(left)
-BUDGET=$((REM - KBENCH_S - 45))
+PROFILE_S=${PROFILE_S:-40}
+[ "$DEVICE" = cuda ] || PROFILE_S=0
+BUDGET=$((REM - KBENCH_S - PROFILE_S - 45))
 [ "$BUDGET" -lt 20 ] && BUDGET=20
 say "bench speed: limit $LIMIT, budget ${BUDGET} s"
-timeout $((REM - KBENCH_S)) python3 -m dllm_ls.trainer.bench_speed speed \
+timeout $((REM - KBENCH_S - PROFILE_S)) python3 -m dllm_ls.trainer.bench_speed speed \
   --checkpoint "$CKPT" --ar-checkpoint "$AR" --device "$DEVICE" --limit "$LIMIT" --budget-s "$BUDGET" \
   ${EAGER_ROWS---eager-rows} --plot "$OUT/s1_pareto.png" --report "$OUT/s1_report.json" --json "$OUT/s1_results.json" \
   ${BENCH_ARGS:-} > "$OUT/s1.log" 2>&1
 echo "bench speed exit $?" >> "$OUT/s1.log"
 grep -vE "^  Q[12] " "$OUT/s1.log" | tail -60
 say "bench speed done"
+
+# 3b. where a step's and a prefill's device time goes (scripts/profile_step.py; PROFILE_S=0: skip)
+if [ "$PROFILE_S" -gt 0 ]; then
+  timeout "$PROFILE_S" python3 "$REPO/scripts/profile_step.py" 32 2>&1 | grep -v -i warn > "$OUT/profile.txt"
+  cat "$OUT/profile.txt"
+  say "profile done"
+fi
 
 # 4. kernel benchmarks with what is left
 REM=$(left)
@@ -106,5 +116,5 @@ fi
 say "done"
 # at most 8 files come back from $OUT: the small ones travel in one archive
 rm -f "$OUT"/.*.lock
-(cd "$OUT" && tar czf small.tgz --remove-files --ignore-failed-read env.txt gpu_tests.xml kernels_bench.log kernels.json)
+(cd "$OUT" && tar czf small.tgz --remove-files --ignore-failed-read env.txt gpu_tests.xml kernels_bench.log kernels.json profile.txt)
 ls -la "$OUT"

@@ -121,16 +121,6 @@ def commit_count(conf_sorted: torch.Tensor, cfg: SamplerConfig) -> int:
     return max(1, n)
 
 
-def line_candidates(block: torch.Tensor, masked: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
-    """Line mode: the masked positions up to the first committed line break. The text ends at
-    that break, so the positions after it are not worth a step; all masked positions when none
-    is left before it (a break that does not end the line, e.g. a completion's first token)."""
-    nl = newline[block] & ~masked
-    after = (nl.cumsum(0) - nl.long()) > 0
-    cand = masked & ~after
-    return torch.where(cand.any(), cand, masked)
-
-
 class Sampler:
     def __init__(self, model, tokenizer: Tokenizer, cfg: SamplerConfig | None = None):
         self.model, self.tok, self.cfg = model, tokenizer, cfg or SamplerConfig()
@@ -383,7 +373,7 @@ class DecodeState:
 
     def _candidates(self) -> list[int]:
         """The masked positions this step may commit, ascending; in line mode those before the
-        first committed line break (as `line_candidates`)."""
+        first committed line break (as `kernels.block_update.line_candidates`)."""
         cand = [i for i, m in enumerate(self.masked) if m]
         if self.ctx.mode == "line":
             nl = self.sampler.newline_ids

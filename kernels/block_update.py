@@ -6,7 +6,7 @@ Given each block position's best token and confidence (`commit.py`'s row pass), 
 static decoding state in place (`BlockState`: the graphed decoder's device tensors):
 
 1. the commit candidates: masked and active positions; in line mode only those before the first
-   committed line break (`sampler.line_candidates`);
+   committed line break (`line_candidates`);
 2. the commit rule over their confidences (`commit.commit_mask_reference`: threshold or factor,
    at least one position);
 3. committed tokens enter the block; every active position after the first eos becomes eos;
@@ -54,6 +54,16 @@ class BlockState:
 
 # --- reference ---------------------------------------------------------------------------------
 
+def line_candidates(block: torch.Tensor, masked: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
+    """Line mode: the masked positions up to the first committed line break. The text ends at
+    that break, so the positions after it are not worth a step; all masked positions when none
+    is left before it (a break that does not end the line, e.g. a completion's first token)."""
+    nl = newline[block] & ~masked
+    after = (nl.cumsum(0) - nl.long()) > 0
+    cand = masked & ~after
+    return torch.where(cand.any(), cand, masked)
+
+
 def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
                            rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0):
     """Pure torch, in place on `st`; returns the commit mask."""
@@ -61,9 +71,7 @@ def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id
     ar = torch.arange(b, device=st.ids.device)
     blk, active = st.ids[b:], st.active
     cand = st.masked & active
-    nl = st.newline[blk] & ~cand  # line mode: only the positions before the first committed break
-    line = cand & ~((nl.cumsum(0) - nl.long()) > 0)
-    cand = torch.where(st.line_mode, torch.where(line.any(), line, cand), cand)
+    cand = torch.where(st.line_mode, line_candidates(blk, cand, st.newline), cand)
     commit = commit_mask_reference(conf, cand, rule, threshold, factor)
     new_blk = torch.where(commit, tokens, blk)
     masked = st.masked & ~commit

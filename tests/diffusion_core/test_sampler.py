@@ -219,7 +219,7 @@ def test_crlf_documents_get_crlf(tokenizer):
 def test_line_mode_commits_nothing_after_a_committed_line_break():
     import torch
 
-    from dllm_ls.diffusion_core.sampler import line_candidates
+    from dllm_ls.kernels.block_update import line_candidates
 
     M, A, NL = 0, 1, 2
     newline = torch.tensor([False, False, True])

@@ -69,9 +69,9 @@ if triton is not None:
         return 1.0 / tl.sqrt(tl.sum(xr * xr, axis=0) / C + eps)
 
     @triton.jit
-    def _ld(ptr, m, r, NORM: tl.constexpr):
-        """A slice of the qkv row, times the row's 1/rms and rounded to its dtype when NORM (as the
-        reference, and an unfused norm + projection, round)."""
+    def load_scaled(ptr, m, r, NORM: tl.constexpr):
+        """A slice of a projection's row, times the row's 1/rms and rounded to its dtype when NORM
+        (as the references, and an unfused norm + projection, round)."""
         v = tl.load(ptr, mask=m, other=0.0)
         if NORM:
             v = (v.to(tl.float32) * r).to(ptr.dtype.element_ty)
@@ -93,14 +93,14 @@ if triton is not None:
         if NORM:  # the row's 1/rms, which scales q, k and v alike
             r = inv_rms(x + t * s_x, C, eps, BLOCK_C)
         # q: rotated, out
-        x1 = _ld(row + d, m, r, NORM).to(tl.float32)
-        x2 = _ld(row + HALF + d, m, r, NORM).to(tl.float32)
+        x1 = load_scaled(row + d, m, r, NORM).to(tl.float32)
+        x2 = load_scaled(row + HALF + d, m, r, NORM).to(tl.float32)
         qo = q_out + h * s_qh + t * s_qt
         tl.store(qo + d, (x1 * c - x2 * s).to(q_out.dtype.element_ty), mask=m)
         tl.store(qo + HALF + d, (x1 * s + x2 * c).to(q_out.dtype.element_ty), mask=m)
         # k: rotated, rounded to the input dtype (as the reference), into the cache
-        x1 = _ld(row + C + d, m, r, NORM).to(tl.float32)
-        x2 = _ld(row + C + HALF + d, m, r, NORM).to(tl.float32)
+        x1 = load_scaled(row + C + d, m, r, NORM).to(tl.float32)
+        x2 = load_scaled(row + C + HALF + d, m, r, NORM).to(tl.float32)
         ko = kc + h * s_kh + slot * s_ks
         k1 = (x1 * c - x2 * s).to(qkv.dtype.element_ty)
         k2 = (x1 * s + x2 * c).to(qkv.dtype.element_ty)
@@ -108,8 +108,10 @@ if triton is not None:
         tl.store(ko + (HALF + d) * s_kd, k2.to(kc.dtype.element_ty), mask=m)
         # v: copied into the cache
         vo = vc + h * s_vh + slot * s_vs
-        tl.store(vo + d * s_vd, _ld(row + 2 * C + d, m, r, NORM).to(vc.dtype.element_ty), mask=m)
-        tl.store(vo + (HALF + d) * s_vd, _ld(row + 2 * C + HALF + d, m, r, NORM).to(vc.dtype.element_ty), mask=m)
+        v1 = load_scaled(row + 2 * C + d, m, r, NORM)
+        v2 = load_scaled(row + 2 * C + HALF + d, m, r, NORM)
+        tl.store(vo + d * s_vd, v1.to(vc.dtype.element_ty), mask=m)
+        tl.store(vo + (HALF + d) * s_vd, v2.to(vc.dtype.element_ty), mask=m)
 
 
 def rope_kv_triton(qkv, cos, sin, k_cache, v_cache, slots, n_head: int, x=None, eps: float = 1e-5):

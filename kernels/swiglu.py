@@ -21,7 +21,7 @@ try:
     import triton
     import triton.language as tl
 
-    from .rope_kv import inv_rms
+    from .rope_kv import inv_rms, load_scaled
 except ImportError:  # CPU wheels of torch come without triton: the reference serves
     triton = None
 
@@ -43,14 +43,11 @@ if triton is not None:
         t = tl.program_id(0)
         f = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         m = f < F_
-        g = tl.load(gu + t * s_gu + f, mask=m, other=0.0)
-        u = tl.load(gu + t * s_gu + F_ + f, mask=m, other=0.0)
-        if NORM:  # the row's 1/rms; the scaled projection rounded as the reference rounds it
+        r = 1.0
+        if NORM:  # the row's 1/rms
             r = inv_rms(x + t * s_x, C, eps, BLOCK_C)
-            g = (g.to(tl.float32) * r).to(gu.dtype.element_ty)
-            u = (u.to(tl.float32) * r).to(gu.dtype.element_ty)
-        g = g.to(tl.float32)
-        u = u.to(tl.float32)
+        g = load_scaled(gu + t * s_gu + f, m, r, NORM).to(tl.float32)
+        u = load_scaled(gu + t * s_gu + F_ + f, m, r, NORM).to(tl.float32)
         tl.store(out + t * s_out + f, (g / (1.0 + tl.exp(-g)) * u).to(out.dtype.element_ty), mask=m)
 
 

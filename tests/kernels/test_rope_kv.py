@@ -18,6 +18,13 @@ def _inputs(T, H, D, S, dtype, device, seed=0):
             cache.to(device, dtype), slots.to(device), ang)
 
 
+def _rotate64(u, ang):
+    """The rotation in float64 (ang: float64 angles (T, D/2)), the tests' ground truth."""
+    c, s = ang.cos().to(u.device), ang.sin().to(u.device)
+    d = u.shape[-1] // 2
+    return torch.cat([u[..., :d] * c - u[..., d:] * s, u[..., :d] * s + u[..., d:] * c], -1)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("T,H,D", [(1, 2, 16), (5, 3, 10), (33, 6, 64)])
 def test_matches_the_reference(triton_device, dtype, T, H, D):
@@ -29,15 +36,9 @@ def test_matches_the_reference(triton_device, dtype, T, H, D):
     q_ref = rope_kv_reference(qkv, cos, sin, kr, vr, slots, H)
     # against float64: the rotation of the same (rounded) inputs
     x = qkv.double().view(T, 3, H, D).permute(1, 2, 0, 3)
-    c64, s64 = ang.cos().to(x.device), ang.sin().to(x.device)
-
-    def rot(t):
-        d = D // 2
-        return torch.cat([t[..., :d] * c64 - t[..., d:] * s64, t[..., :d] * s64 + t[..., d:] * c64], -1)
-
     assert q.shape == (1, H, T, D) and q.dtype == dtype
-    assert_within_torch_error(q[0], q_ref[0], rot(x[0]), dtype, what=f"q {dtype}")
-    assert_within_torch_error(kc[:, slots], kr[:, slots], rot(x[1]), dtype, what=f"k {dtype}")
+    assert_within_torch_error(q[0], q_ref[0], _rotate64(x[0], ang), dtype, what=f"q {dtype}")
+    assert_within_torch_error(kc[:, slots], kr[:, slots], _rotate64(x[1], ang), dtype, what=f"k {dtype}")
     assert torch.equal(vc[:, slots], x[2].to(dtype))  # v is copied as it is
     others = torch.ones(S, dtype=torch.bool)
     others[slots.cpu()] = False
@@ -87,14 +88,8 @@ def test_the_norm_rides_along(triton_device, dtype, T, H, D):
     x64 = x.double().cpu()
     h64 = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight.data.double()
     t = (h64 @ w.double().t()).view(T, 3, H, D).permute(1, 2, 0, 3).to(triton_device)
-    c64, s64 = ang.cos().to(t.device), ang.sin().to(t.device)
-
-    def rot(u):
-        d = D // 2
-        return torch.cat([u[..., :d] * c64 - u[..., d:] * s64, u[..., :d] * s64 + u[..., d:] * c64], -1)
-
-    assert_within_torch_error(q[0], q_ref[0], rot(t[0]), dtype, n_ulps=4, what=f"q {dtype}")
-    assert_within_torch_error(kc[:, slots], kr[:, slots], rot(t[1]), dtype, n_ulps=4, what=f"k {dtype}")
+    assert_within_torch_error(q[0], q_ref[0], _rotate64(t[0], ang), dtype, n_ulps=4, what=f"q {dtype}")
+    assert_within_torch_error(kc[:, slots], kr[:, slots], _rotate64(t[1], ang), dtype, n_ulps=4, what=f"k {dtype}")
     assert_within_torch_error(vc[:, slots], vr[:, slots], t[2], dtype, n_ulps=4, what=f"v {dtype}")
     with pytest.raises(ValueError, match="rope_kv: x"):
         rope_kv_triton(qkv, cos, sin, kc, vc, slots, H, x=x[:, :-1])

@@ -61,6 +61,13 @@ def _fused_norm(mod, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), mod.weight, mod.eps)
 
 
+def prefill_buckets(top: int) -> list[int]:
+    """The prompt lengths a prefill graph is captured for (a prompt pads up to the next one): steps
+    of 64 up to 512, where cold prompts mostly fall, then doubling, and `top` (max_seq_len)."""
+    small = [32, 64] + list(range(128, 513, 64))
+    return sorted({t for t in small + [768, 1024, 1536, 2048, 3072, 4096] if t < top} | {top})
+
+
 class _Static:
     """What both decoders share: the static KV cache, the attention over it, graph capture, and the
     pipelined host loop over snapshots."""
@@ -83,7 +90,7 @@ class _Static:
         self.steps_run = 0
         # the prompt's prefill, one static shape (and graph) per bucket of lengths
         top = cfg.max_seq_len
-        self.buckets = sorted({min(top, 32 << i) for i in range(max(1, top.bit_length()))})
+        self.buckets = prefill_buckets(top)
         self.pf_ids = torch.zeros(top, dtype=torch.long, device=p.device)
         self.pf_n = torch.zeros((), dtype=torch.long, device=p.device)
         self.pf_h = torch.zeros(cfg.dim, dtype=p.dtype, device=p.device)  # final-normed, last real token
@@ -275,8 +282,10 @@ class _Static:
             processed += 1
             if done or processed >= max_steps:
                 break
-        if self.cuda:  # the wasted steps (at most lag) finish before the next request
-            torch.cuda.current_stream().synchronize()
+        # the steps launched past the last one (at most lag) are not waited for: the answer is known,
+        # and the next request's work queues behind them on the stream (whatever they wrote, the
+        # next request overwrites before it reads; the snapshot ring's slots are read only after
+        # their own event)
 
 
 class GraphedDecoder(_Static):

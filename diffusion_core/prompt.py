@@ -32,7 +32,7 @@ def _prefix_window(tok: Tokenizer, prefix: str, w: PromptWindow) -> list[int]:
             nl = prefix.find("\n", s, s + w.anchor_chars)
             if nl != -1:
                 s = nl + 1
-        ids = tok.encode(prefix[s:])
+        ids = tok.encode_lines(prefix[s:])
         if len(ids) <= w.max_prefix_tokens:
             return ids
         if start + w.anchor_chars >= len(prefix):  # a single enormous line: keep its tail
@@ -44,7 +44,7 @@ def _suffix_window(tok: Tokenizer, suffix: str, w: PromptWindow) -> list[int]:
     cut = suffix[: int(w.max_suffix_tokens * w.chars_per_token)]
     if len(cut) < len(suffix) and "\n" in cut:  # end on a whole line
         cut = cut[: cut.rindex("\n") + 1]
-    return tok.encode(cut)[: w.max_suffix_tokens]
+    return tok.encode_lines(cut)[: w.max_suffix_tokens]
 
 
 def build_prompt(tok: Tokenizer, prefix: str, suffix: str, window: PromptWindow | None = None) -> list[int]:

@@ -14,7 +14,8 @@ MIN=${MINUTES:-4.3}
 nvidia-smi --query-gpu=name --format=csv,noheader
 KINDS=ar INIT=shipped WATCH=15 bash scripts/h100_train.sh start "$MIN" 2>&1 | tail -4
 KINDS=ar WAIT_S=$(awk "BEGIN {print int($MIN * 60 + 120)}") bash scripts/h100_train.sh finish 2>&1 | tail -8
-rm -f "$OUT"/ar.st.*
+[ "${KEEP_TWIN:-0}" = 1 ] || rm -f "$OUT"/ar.st.*  # KEEP_TWIN=1: its weights come back (2 parts; with
+# train.tgz's ar/export/*.json they make the export that a later call carries to h100_speed.sh)
 [ -f "$OUT/small.tgz" ] && mv "$OUT/small.tgz" "$OUT/train.tgz"
 [ -f /root/dllm-run/ar/export/model.safetensors ] || { echo "no AR twin"; exit 1; }
 echo "== [$SECONDS s] trained"

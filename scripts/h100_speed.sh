@@ -11,7 +11,7 @@
 #   1. installs the checkout (+ .whl/*.whl) into /tmp/site_speed, runs from /tmp (the checkout's
 #      dllm_ls/ folder would shadow the installed package);
 #   2. the GPU tests: tests/kernels (Triton kernels vs references, CUDA-graph replay),
-#      tests/diffusion_core/test_graphed.py and test_gpu.py    -> $OUT/gpu_tests.log, gpu_tests.xml
+#      tests/diffusion_core/test_graphed.py and test_gpu.py    -> gpu_tests.log, .xml (in small.tgz)
 #   3. `dllm-ls bench speed` (S1) with LIMIT tasks per benchmark (default 80), diffusion at block
 #      sizes 4-64 x thresholds 0.9/0.7/0.5, AR, the eager rows, the floor; it starts no new setting
 #      once its budget is spent                                -> $OUT/s1.log, s1_report.json,
@@ -23,7 +23,8 @@
 # TEST_S (phase 2 limit, 110), KBENCH_S (phase 4 reserve, 45), BENCH_ARGS (extra bench arguments),
 # TESTS (pytest paths), SKIP_INSTALL=1 (use the current environment as it is), EAGER_ROWS= (empty:
 # no eager rows, which take minutes on all 1,033 Q1 tasks), PROFILE_S (the step/prefill profile's
-# limit, 40; 0: skip).
+# limit, 40; 0: skip), BREAKDOWN_S (each of the two completion breakdowns' limit, Q2 and Q1; 0, the
+# default: skip).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 START=$SECONDS
@@ -85,10 +86,10 @@ say "tests done"
 REM=$(left)
 PROFILE_S=${PROFILE_S:-40}
 [ "$DEVICE" = cuda ] || PROFILE_S=0
-BUDGET=$((REM - KBENCH_S - PROFILE_S - 45))
+BUDGET=$((REM - KBENCH_S - PROFILE_S - 2 * ${BREAKDOWN_S:-0} - 45))
 [ "$BUDGET" -lt 20 ] && BUDGET=20
 say "bench speed: limit $LIMIT, budget ${BUDGET} s"
-timeout $((REM - KBENCH_S - PROFILE_S)) python3 -m dllm_ls.trainer.bench_speed speed \
+timeout $((REM - KBENCH_S - PROFILE_S - 2 * ${BREAKDOWN_S:-0})) python3 -m dllm_ls.trainer.bench_speed speed \
   --checkpoint "$CKPT" --ar-checkpoint "$AR" --device "$DEVICE" --limit "$LIMIT" --budget-s "$BUDGET" \
   ${EAGER_ROWS---eager-rows} --plot "$OUT/s1_pareto.png" --report "$OUT/s1_report.json" --json "$OUT/s1_results.json" \
   ${BENCH_ARGS:-} > "$OUT/s1.log" 2>&1
@@ -96,7 +97,16 @@ echo "bench speed exit $?" >> "$OUT/s1.log"
 grep -vE "^  Q[12] " "$OUT/s1.log" | tail -60
 say "bench speed done"
 
-# 3b. where a step's and a prefill's device time goes (scripts/profile_step.py; PROFILE_S=0: skip)
+# 3b. where a cold completion's fixed cost goes (scripts/completion_breakdown.py; BREAKDOWN_S=0: skip),
+#     and a step's and a prefill's device time (scripts/profile_step.py; PROFILE_S=0: skip)
+if [ "${BREAKDOWN_S:-0}" -gt 0 ]; then
+  for b in q2 q1; do
+    timeout "$BREAKDOWN_S" python3 "$REPO/scripts/completion_breakdown.py" --ar "$AR" --bench $b --limit 100 \
+      2>&1 | grep -v -i warn >> "$OUT/breakdown.txt"
+  done
+  cat "$OUT/breakdown.txt"
+  say "breakdown done"
+fi
 if [ "$PROFILE_S" -gt 0 ]; then
   timeout "$PROFILE_S" python3 "$REPO/scripts/profile_step.py" 32 2>&1 | grep -v -i warn > "$OUT/profile.txt"
   cat "$OUT/profile.txt"
@@ -116,5 +126,6 @@ fi
 say "done"
 # at most 8 files come back from $OUT: the small ones travel in one archive
 rm -f "$OUT"/.*.lock
-(cd "$OUT" && tar czf small.tgz --remove-files --ignore-failed-read env.txt gpu_tests.xml kernels_bench.log kernels.json profile.txt)
+(cd "$OUT" && tar czf small.tgz --remove-files --ignore-failed-read env.txt gpu_tests.xml gpu_tests.log kernels_bench.log \
+  kernels.json profile.txt breakdown.txt)
 ls -la "$OUT"

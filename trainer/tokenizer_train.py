@@ -30,16 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ..diffusion_core.tokenizer import SPECIAL_TOKENS, Tokenizer, byte_level_bpe
+from ..diffusion_core.tokenizer import CODE_PATTERN, SPECIAL_TOKENS, Tokenizer, byte_level_bpe
 from ..errors import DllmError
 from .corpus import CorpusStats, iter_records, write_stats
 
-# GPT-2's pre-tokenizer regex, except: blanks at a line start are one pre-token, and a line's
-# newline ends the pre-token before it (see the module docstring). Every character is covered.
-CODE_PATTERN = (r"(?<=\n)[ \t]+|\A[ \t]+"
-                r"|'(?:s|t|re|ve|m|ll|d)"
-                r"| ?\p{L}+(?:\r?\n)?| ?\p{N}+(?:\r?\n)?| ?[^\s\p{L}\p{N}]+(?:\r?\n)?"
-                r"|[ \t]*\r?\n|[ \t]+(?!\S)|[ \t]+|\s")
 INDENT_WIDTHS = (4, 8, 12, 16)
 BASE_VOCAB = len(SPECIAL_TOKENS) + 256  # special tokens, then the 256 byte symbols, then merges
 

@@ -70,3 +70,60 @@ def test_bad_tokenizer_file_names_the_file(tmp_path):
     p.write_text("{not json")
     with pytest.raises(TokenizerError, match=str(p)):
         Tokenizer.from_file(p)
+
+
+@pytest.fixture(scope="module")
+def code_tokenizer():
+    """The shipped model's tokenizer (CODE_PATTERN: its pre-tokens never cross a line break)."""
+    from dllm_ls.diffusion_core.checkpoint import default_checkpoint
+
+    return Tokenizer.from_file(default_checkpoint() / "tokenizer.json")
+
+
+def _random_code_text(rng, n: int) -> str:
+    atoms = ["\n", "\r\n", "\r", " ", "  ", "    ", "\t", "x", "foo", "Ünïcode", "中文", "🐍", "42", "3.14", "'s",
+             "'", '"', "#", "):", "(", "==", "\u2028", "\x0c", "\u00a0", "\n\n\n", " \n", "\t\n", "x\r"]
+    return "".join(rng.choice(atoms) for _ in range(n))
+
+
+def test_encode_lines_is_encode(code_tokenizer):
+    """Line by line through the memo gives the ids of the whole text: on stdlib files (whole, cut
+    mid-line, with CRLF), on random text of line breaks, blanks and odd characters, cold and warm."""
+    import random
+
+    tok = code_tokenizer
+    assert tok._by_lines
+    rng = random.Random(0)
+    texts = []
+    for p in sorted(STDLIB.glob("*.py"))[:120]:
+        t = read_source(p)
+        if t is not None:
+            cut = rng.randrange(len(t) + 1)
+            texts += [t, t[:cut], t[cut:], t.replace("\n", "\r\n")[: 2 * cut]]
+    texts += [_random_code_text(rng, rng.randrange(1, 80)) for _ in range(3000)]
+    texts += ["", "\n", "x", "\n\n", "  ", "a\n  "]
+    for warm in (False, True):
+        bad = [t[:60] for t in texts if tok.encode_lines(t) != tok.encode(t)]
+        assert not bad, (warm, bad[:5])
+    assert len(tok._line_memo) > 1000
+
+
+def test_encode_lines_memo_is_bounded(code_tokenizer, monkeypatch):
+    tok = code_tokenizer
+    monkeypatch.setattr(Tokenizer, "LINE_MEMO_SIZE", 50)
+    text = "".join(f"x{i} = {i}\n" for i in range(40))
+    for k in range(5):
+        assert tok.encode_lines(text + f"y = {k}\n") == tok.encode(text + f"y = {k}\n")
+        assert len(tok._line_memo) <= 50
+
+
+def test_encode_lines_falls_back_for_other_pre_tokenizers(tokenizer):
+    """GPT-2's regex glues blank lines into one pre-token: such a tokenizer encodes whole texts."""
+    assert not tokenizer._by_lines
+    text = "def f():\n\n\n    return 1\n   \n"
+    assert tokenizer.encode_lines(text) == tokenizer.encode(text)
+
+
+def test_encode_lines_refuses_a_lone_surrogate(code_tokenizer):
+    with pytest.raises(TokenizerError, match="surrogate"):
+        code_tokenizer.encode_lines("ok\nx = '\udc80'\n")

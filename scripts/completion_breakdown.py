@@ -1,0 +1,103 @@
+"""Where a cold S1 completion's time goes besides its steps: the host's prompt (`_prepare`:
+tokenizing and windowing), the host's launches before the first step, the pipelined steps, the
+end (`_finish`), and the prefill graph's device time, per completion, medians over Q2 (or Q1) tasks.
+
+    python3 scripts/completion_breakdown.py [--ar AR_CHECKPOINT] [--bench q2] [--limit 100]
+        [--block 32] [--threshold 0.3]
+
+Prints one line per decoder (diffusion, and AR with --ar): the medians in ms, and the end-to-end
+time less the steps' replay time (the fixed cost per completion that the S1 ratio pays).
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dllm_ls.diffusion_core.checkpoint import default_checkpoint, load_checkpoint
+from dllm_ls.diffusion_core.graphed import graphed, time_steps
+from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
+from dllm_ls.trainer.humaneval import q1_tasks, q2_tasks, subsample
+
+
+def timed(obj, name, spent, key, events=None):
+    fn = getattr(obj, name)
+
+    def wrapper(*a, **k):
+        if events is not None:
+            events[0].record()
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[key] += time.perf_counter() - t
+            if events is not None:
+                events[1].record()
+    setattr(obj, name, wrapper)
+
+
+def breakdown(dec, tasks, mode: str, cuda: bool) -> dict:
+    s = dec.sampler
+    spent = dict.fromkeys(("prepare", "pipeline", "finish", "prefill_host"), 0.0)
+    ev = [torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)] if cuda else None
+    timed(s, "_prepare", spent, "prepare")
+    timed(dec, "_pipeline", spent, "pipeline")
+    timed(s, "_finish", spent, "finish")
+    timed(dec, "_run_prefill", spent, "prefill_host", ev)
+    dec.complete(tasks[0].prefix, tasks[0].suffix, mode, cold=True)  # warm-up: capture
+    rows = []
+    for t in tasks:
+        for k in spent:
+            spent[k] = 0.0
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        c = dec.complete(t.prefix, t.suffix, mode, cold=True)
+        total = time.perf_counter() - t0  # until the text is returned (as bench speed times it)
+        if cuda:
+            torch.cuda.synchronize()
+        row = {k: v * 1000 for k, v in spent.items()}
+        row.update(total=total * 1000, synced=(time.perf_counter() - t0) * 1000, steps=c.trace.steps,
+                   prompt=c.trace.prompt_tokens,
+                   prefill_dev=ev[0].elapsed_time(ev[1]) if cuda else row["prefill_host"])
+        row["before_steps"] = row["total"] - row["prepare"] - row["pipeline"] - row["finish"]
+        rows.append(row)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ar")
+    ap.add_argument("--bench", default="q2")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--threshold", type=float, default=0.3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = ap.parse_args()
+    cuda = a.device == "cuda"
+    tasks = subsample(q2_tasks() if a.bench == "q2" else q1_tasks(), a.limit, seed=0)
+    mode = "block" if a.bench == "q2" else "line"
+    max_tokens = 256 if a.bench == "q2" else 64
+    decs = {}
+    model, tok = load_checkpoint(default_checkpoint(), a.device)
+    cfg = SamplerConfig(block_size=a.block, threshold=a.threshold, max_tokens=max_tokens)
+    decs[f"diffusion b{a.block} t{a.threshold}"] = graphed(Sampler(model, tok, cfg), cfg)
+    if a.ar:
+        ar, ar_tok = load_checkpoint(a.ar, a.device)
+        cfg_ar = SamplerConfig(max_tokens=max_tokens)
+        decs["AR"] = graphed(Sampler(ar, ar_tok, cfg_ar), cfg_ar)
+    med = statistics.median
+    for name, dec in decs.items():
+        rows = breakdown(dec, tasks, mode, cuda)
+        step_ms = time_steps(dec, context=int(med(r["prompt"] for r in rows)), n=100)
+        fixed = [r["total"] - r["steps"] * step_ms for r in rows]
+        print(f"{name}: {len(rows)} {a.bench} tasks, step replay {step_ms * 1000:.1f} us, medians in ms:")
+        print("  " + "  ".join(f"{k} {med(r[k] for r in rows):.3f}" for k in
+                               ("total", "synced", "prepare", "before_steps", "pipeline", "finish", "prefill_host",
+                                "prefill_dev", "steps", "prompt")))
+        print(f"  fixed = total - steps x replay: median {med(fixed):.3f} mean {statistics.mean(fixed):.3f}")
+
+
+if __name__ == "__main__":
+    main()

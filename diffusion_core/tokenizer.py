@@ -114,6 +114,10 @@ class Tokenizer:
             out.extend(ids if ids is not None else self.encode(line))  # (cleared by another thread)
         return out
 
+    def forget_lines(self):
+        """Empty encode_lines' memo (a benchmark of cold prompts)."""
+        self._line_memo.clear()
+
     def _split_lines(self, ids: list[int], n: int) -> list[list[int]]:
         """The ids of n lines' text cut into n lists, one per line: a pre-token holds at most one
         line break, at its end, so a line's last token is the one whose bytes end with it."""

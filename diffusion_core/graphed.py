@@ -99,9 +99,17 @@ class _Static:
         self.pf_graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.prefills_graphed = 0
         # the largest bucket whose prefill attends through the Triton kernel (masked SDPA over the
-        # buffer above it), set before the first capture: 256, the kernel's limit until session 16;
-        # whether it beats SDPA on larger prompts is not measured yet (scripts/profile_step.py)
-        self.prefill_triton_max = 256
+        # buffer above it), set before the first capture: every bucket (the kernel took 316-592 us
+        # for buckets of 320-1,024 tokens on the H100, SDPA 730-760 us: scripts/profile_step.py)
+        self.prefill_triton_max = 1024
+        # a cold completion's start in one graph (`_first_step`, per bucket): its inputs travel in
+        # one copy, [cache position, prompt length n, first block's length, max_tokens, line mode,
+        # -, -, -, the prompt's ids], from pinned memory (`ctl_h`, written through `ctl_np`)
+        self.fused_first = False  # the subclasses that have a `_first_step` say so
+        self.ctl = torch.zeros(8 + top, dtype=torch.long, device=p.device)
+        self.ctl_h = torch.zeros(8 + top, dtype=torch.long, pin_memory=self.cuda)
+        self.ctl_np = self.ctl_h.numpy()
+        self.first_graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
     # --- the model over static buffers -------------------------------------------------------
 
@@ -210,6 +218,29 @@ class _Static:
         self.cache.bound = self.pf_h[None].clone() if self.model.cfg.shift else None
         return True
 
+    def _start(self, clean: list[int], head: tuple[int, ...]) -> bool:
+        """`_first_step` of `clean` on the cache (one copy and one replay), with the subclass's
+        inputs `head` (ctl[2:5]); False (nothing done) when no bucket holds the prompt."""
+        cache, n = self.cache, len(clean)
+        T = self._bucket(n, cache.length) if self.fused_first else None
+        if T is None or cache.length + T + self.first_rows > cache.capacity:
+            return False
+        self.ctl_np[:2] = (cache.length, n)
+        self.ctl_np[2:2 + len(head)] = head
+        self.ctl_np[8:8 + n] = clean
+        self.ctl[:8 + n].copy_(self.ctl_h[:8 + n], non_blocking=self.cuda)
+        g = self.first_graphs.get(T)
+        if g is not None:
+            g.replay()
+            self.prefills_graphed += 1
+        else:
+            self._first_step(T)
+        self.steps_run += 1
+        cache.advance(n, device=False)  # (the graph moved the device position)
+        cache.append_tokens(clean)
+        cache.bound = None
+        return True
+
     def _run_step(self):
         if self.graph is not None:
             self.graph.replay()
@@ -246,12 +277,15 @@ class _Static:
             torch.cuda.synchronize()
             self.cache.reset()
             return
-        try:  # the prefills, one graph per bucket, from an empty cache (what they run is the same)
+        try:  # the prefills (or the first steps), one graph per bucket, from an empty cache (what they
+            # run is the same whatever the position and the tokens)
+            graphs, fn = (self.first_graphs, self._first_step) if self.fused_first else (self.pf_graphs,
+                                                                                        self._prefill_step)
+            self.ctl[:5] = torch.tensor([0, 1, 1, 1, 0])  # a valid start: one prompt token, a block of one
             for T in self.buckets:
-                self.pf_graphs[T] = self._record(functools.partial(self._prefill_step, T), warmup=1,
-                                                 pool=self.graph.pool())
+                graphs[T] = self._record(functools.partial(fn, T), warmup=1, pool=self.graph.pool())
         except Exception as e:  # noqa: BLE001 - the prompts run eagerly, the steps replay
-            self.pf_graphs = {}
+            self.pf_graphs, self.first_graphs = {}, {}
             log.warning("prefill graph capture failed, prompts run eagerly: %s: %s", type(e).__name__, e)
             torch.cuda.synchronize()
         self.cache.reset()
@@ -291,6 +325,8 @@ class _Static:
 class GraphedDecoder(_Static):
     """Block-diffusion decoding with a fixed block size, sync-free inside and across blocks."""
 
+    FUSED_FIRST = True  # the prompt and the first block in one forward (not for shift models)
+
     def __init__(self, sampler: Sampler, cfg: SamplerConfig | None = None, *, use_graphs: bool | None = None,
                  lag: int = 1):
         if sampler.model.cfg.causal:
@@ -315,6 +351,9 @@ class GraphedDecoder(_Static):
         # shift models: the final hidden state of the last clean token (the block's first row)
         self.shift = self.model.cfg.shift
         self.bound = torch.zeros(self.model.cfg.dim, dtype=next(self.model.parameters()).dtype, device=dev)
+        self.fused_first = not self.shift and type(self).FUSED_FIRST
+        self.first_rows = b  # the first step's rows past the prompt's bucket
+        self.first_ar = torch.arange(self.max_seq_len + b, device=dev)
 
     # --- device side --------------------------------------------------------------------------
 
@@ -352,6 +391,51 @@ class GraphedDecoder(_Static):
     def _step(self):
         self._update(self._forward())
 
+    def _first_step(self, T: int):
+        """A cold completion's first step, as `Sampler`'s: [prompt padded to T ; block] in one
+        forward, whose previous block is the prompt (n tokens, causal, their K/V kept: the commit
+        moves the position by n_prev = n), with the block state set up from `ctl` first."""
+        from ..kernels.block_attention import MAX_QUERIES
+
+        b, ctl, ar = self.b, self.ctl, self.first_ar[:T + self.b]
+        pos, n = ctl[0], ctl[1]
+        self.cache.pos.copy_(pos)
+        self.ids.fill_(self.tok.mask_id)
+        self.active.copy_(self.ar_b < ctl[2])
+        self.masked.copy_(self.active)
+        self.n_prev.copy_(n)
+        self.gen.zero_()
+        self.max_tok.copy_(ctl[3])
+        self.line_mode.copy_(ctl[4] != 0)
+        positions = torch.where(ar < T, pos + ar, pos + n + ar - T).clamp(max=self.max_seq_len - 1)
+        slots = (pos + ar).clamp(max=self.cache.capacity - 1)
+        i, j = ar[:, None], ar[None, :]
+        block_key = torch.cat([self.active.new_zeros(T), self.active])[None, :]
+        mask = torch.where(i < T, j <= i, (j < n) | block_key)  # prompt rows causal; block rows see
+        h = self._layers(torch.cat([ctl[8:8 + T], self.ids[b:]]), positions, slots, mask,  # the prompt
+                         triton=self.kernels and T + b <= MAX_QUERIES)  # and the live block
+        self._update(F.linear(h[T:], self.model.tok_emb.weight).float())
+
+    def _first_unfused(self, clean: list[int], b0: int, max_tokens: int, line_mode: bool):
+        """The first step where `_start` declines (a shift model, no bucket, an empty prompt): the
+        prompt's bucketed prefill then the step, or else `model.step` of the prompt and the block."""
+        b, cache = self.b, self.cache
+        self.line_mode.fill_(line_mode)
+        self._set_block(0, b0, max_tokens)
+        if self._prefill(clean):
+            if self.shift:
+                self.bound.copy_(self.pf_h)
+            self._run_step()
+            return
+        clean_t = torch.tensor([clean], dtype=torch.long, device=self.device).view(1, len(clean))
+        logits = self.model.step(clean_t, self.ids[b:b + b0][None], cache)[0]  # (b0, V)
+        cache.append_tokens(clean)
+        if self.shift:
+            self.bound.copy_(cache.bound[0])
+        if b0 < b:
+            logits = torch.cat([logits, logits.new_zeros(b - b0, logits.shape[1])])
+        self._update(logits)
+
     def _scratch_state(self):
         self.cache.pos.fill_(1)
         self._set_block(0, self.b, 10 * self.b)
@@ -377,22 +461,9 @@ class GraphedDecoder(_Static):
             self.cache.reset()
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False)
-        self.line_mode.fill_(ctx.mode == "line")
         b0 = min(b, max_tokens)
-        self._set_block(0, b0, max_tokens)
-        if self._prefill(clean):  # the prompt in one bucketed forward, then the first block's step
-            if self.shift:
-                self.bound.copy_(self.pf_h)
-            self._run_step()
-        else:  # step 1 as Sampler's own: the prompt and the first block in one forward
-            clean_t = torch.tensor([clean], dtype=torch.long, device=self.device).view(1, len(clean))
-            logits = self.model.step(clean_t, self.ids[b:b + b0][None], cache)[0]  # (b0, V)
-            cache.append_tokens(clean)
-            if self.shift:
-                self.bound.copy_(cache.bound[0])
-            if b0 < b:
-                logits = torch.cat([logits, logits.new_zeros(b - b0, logits.shape[1])])
-            self._update(logits)
+        if not self._start(clean, (b0, max_tokens, int(ctx.mode == "line"))):  # (one copy, one replay)
+            self._first_unfused(clean, b0, max_tokens, ctx.mode == "line")
         st = {"generated": [], "stop": None, "text": ""}
         eos = self.tok.eos_id
 
@@ -435,17 +506,31 @@ class GraphedAR(_Static):
         self.tok_in = torch.zeros(1, dtype=torch.long, device=self.device)
         self.snap = torch.zeros(1, dtype=torch.long, device=self.device)
         self.one = torch.ones(1, 1, dtype=torch.bool, device=self.device)
+        self.fused_first, self.first_rows = True, 0
+
+    def _next(self, logits: torch.Tensor):
+        """The greedy next token (banned ones never) into the step's input and the snapshot."""
+        nxt = logits.masked_fill(self.sampler.ban, float("-inf")).argmax().view(1)
+        self.snap.copy_(nxt)
+        self.tok_in.copy_(nxt)
 
     def _step(self):
         pos = self.cache.pos
         positions = pos.clamp(max=self.max_seq_len - 1).view(1)
         slots = pos.clamp(max=self.cache.capacity - 1).view(1)
         h = self._layers(self.tok_in, positions, slots, self.one)  # final-normed
-        logits = F.linear(h, self.model.tok_emb.weight).float()[0]  # (V,)
-        nxt = logits.masked_fill(self.sampler.ban, float("-inf")).argmax().view(1)
-        self.snap.copy_(nxt)
-        self.tok_in.copy_(nxt)
+        self._next(F.linear(h, self.model.tok_emb.weight).float()[0])  # (V,)
         self.cache.pos.copy_(pos + 1)
+
+    def _first_step(self, T: int):
+        """The prompt's prefill (ids and length from `ctl`) and its first token, in one graph."""
+        ctl = self.ctl
+        self.cache.pos.copy_(ctl[0])
+        self.pf_n.copy_(ctl[1])
+        self.pf_ids[:T].copy_(ctl[8:8 + T])
+        self._prefill_step(T)
+        self._next(F.linear(self.pf_h, self.model.tok_emb.weight).float())
+        self.cache.pos.copy_(ctl[0] + ctl[1])
 
     def _scratch_state(self):
         self.cache.pos.fill_(1)
@@ -460,13 +545,10 @@ class GraphedAR(_Static):
             self.cache.reset()
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False)
-        if self._prefill(clean):  # step 1: the prompt, in one bucketed forward
-            logits = F.linear(self.pf_h, self.model.tok_emb.weight).float()
-        else:
+        if not self._start(clean, ()):  # step 1: the prompt in one bucketed forward, and its argmax
             logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
             cache.append_tokens(clean)
-        first = logits.masked_fill(s.ban, float("-inf")).argmax().view(1)
-        self.tok_in.copy_(first)
+            self._next(logits)
         st = {"generated": [], "stop": None, "text": ""}
         eos = self.tok.eos_id
 
@@ -483,7 +565,7 @@ class GraphedAR(_Static):
             st["stop"] = find_stop(st["text"], ctx, final=False)
             return st["stop"] is not None or len(st["generated"]) >= max_tokens
 
-        self._pipeline(first, process, max_steps=max_tokens)
+        self._pipeline(self.snap, process, max_steps=max_tokens)
         cache.truncate(cache.length)
         return s._finish(st["stop"], st["text"], ctx, crlf, trace, t0)
 
@@ -499,6 +581,8 @@ class GraphedStep(GraphedDecoder):
     calls it takes: batch 1, non-shift models, 1 <= block <= b tokens, and clean <= b tokens or a
     longer prompt within max_seq_len (then its bucketed prefill graph runs first, and the step
     after it). On CPU the same code runs without a graph (the tests)."""
+
+    FUSED_FIRST = False  # its steps start from the session's cache, one `model.step` at a time
 
     def __init__(self, sampler: Sampler, block_size: int, *, use_graphs: bool | None = None):
         if sampler.model.cfg.shift:

@@ -52,10 +52,12 @@ class KVCache:
         self.v[layer, :, :, self._length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def advance(self, n: int):
-        """Keep the first n positions written by the last step (the clean ones)."""
+    def advance(self, n: int, device: bool = True):
+        """Keep the first n positions written by the last step (the clean ones). device=False: the
+        device position `pos` was moved already (by a captured step)."""
         self._length += n
-        self.pos.fill_(self._length)
+        if device:
+            self.pos.fill_(self._length)
 
     def append_tokens(self, ids: list[int]):
         self.tokens.extend(ids)

@@ -1,6 +1,7 @@
 """Where a cold S1 completion's time goes besides its steps: the host's prompt (`_prepare`:
-tokenizing and windowing), the host's launches before the first step, the pipelined steps, the
-end (`_finish`), and the prefill graph's device time, per completion, medians over Q2 (or Q1) tasks.
+tokenizing and windowing), the host's launches before the steps, the pipelined steps, the end
+(`_finish`), and the device time of `_start` (the prompt's prefill with the first step, or the
+AR baseline's first token), per completion, medians over Q2 (or Q1) tasks.
 
     python3 scripts/completion_breakdown.py [--ar AR_CHECKPOINT] [--bench q2] [--limit 100]
         [--block 32] [--threshold 0.3]
@@ -54,7 +55,7 @@ def breakdown(dec, tasks, mode: str, cuda: bool, spent: dict, ev, cold_tokenizer
         row = {k: v * 1000 for k, v in spent.items()}
         row.update(total=total * 1000, synced=(time.perf_counter() - t0) * 1000, steps=c.trace.steps,
                    prompt=c.trace.prompt_tokens,
-                   prefill_dev=ev[0].elapsed_time(ev[1]) if cuda else row["prefill_host"])
+                   first_dev=ev[0].elapsed_time(ev[1]) if cuda else row["first_host"])
         row["before_steps"] = row["total"] - row["prepare"] - row["pipeline"] - row["finish"]
         rows.append(row)
     return rows
@@ -83,12 +84,12 @@ def main():
         decs["AR"] = graphed(Sampler(ar, ar_tok, cfg_ar), cfg_ar)
     med = statistics.median
     for name, dec in decs.items():
-        spent = dict.fromkeys(("prepare", "pipeline", "finish", "prefill_host"), 0.0)
+        spent = dict.fromkeys(("prepare", "pipeline", "finish", "first_host"), 0.0)
         ev = [torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)] if cuda else None
         timed(dec.sampler, "_prepare", spent, "prepare")
         timed(dec, "_pipeline", spent, "pipeline")
         timed(dec.sampler, "_finish", spent, "finish")
-        timed(dec, "_run_prefill", spent, "prefill_host", ev)
+        timed(dec, "_start", spent, "first_host", ev)
         dec.complete(tasks[0].prefix, tasks[0].suffix, mode, cold=True)  # warm-up: capture
         step_ms = None
         for cold_tok in (False, True):
@@ -99,7 +100,7 @@ def main():
                   f"{'emptied before each task' if cold_tok else 'kept'}; medians in ms:")
             print("  " + "  ".join(f"{k} {med(r[k] for r in rows):.3f}" for k in
                                    ("total", "synced", "prepare", "before_steps", "pipeline", "finish",
-                                    "prefill_host", "prefill_dev", "steps", "prompt")))
+                                    "first_host", "first_dev", "steps", "prompt")))
             print(f"  fixed = total - steps x replay: median {med(fixed):.3f} mean {statistics.mean(fixed):.3f}; "
                   f"sum of totals {sum(r['total'] for r in rows):.1f}")
 

@@ -1,7 +1,8 @@
 """Where a graphed decoding step's device time goes: each kernel of one eager step of the shipped
 model (torch.profiler, CUDA), grouped by name, beside the graph replay's time per step; then the
-device time of the prompt's prefill graph per length bucket (a fixed cost of every cold completion),
-above 256 tokens with masked SDPA (the default) and with the Triton kernel side by side.
+device time per prompt-length bucket of the prompt's prefill graph (the AR baseline's and the
+server's) and of the diffusion decoder's first-step graph (the prefill and the first block in one
+forward), side by side: a fixed cost of every cold completion.
 
     python3 scripts/profile_step.py [BLOCK ...]        (GPU; default blocks: 32)
 """
@@ -44,28 +45,35 @@ for b in [int(x) for x in sys.argv[1:]] or [32]:
     for name, (c, us) in sorted(by.items(), key=lambda kv: -kv[1][1]):
         print(f"  {us / 10:8.1f} us  {c / 10:5.1f}x  {name[:110]}")
 
-# the prefill graphs, one per bucket, from an empty cache: buckets above 256 with masked SDPA over
-# the buffer (the default) and with the Triton kernel (prefill_triton_max = 1024), side by side
+# per bucket: the prefill graph alone (the AR baseline's and the server's `GraphedStep`), and a
+# diffusion completion's first step (`_first_step`: the prompt and the first block in one forward,
+# the block state set up from one copy), from an empty cache, side by side
+from dllm_ls.diffusion_core.graphed import GraphedStep
+
 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-decs = {}
-for limit in (256, 1024):
-    d = graphed(Sampler(model, tok, cfg), cfg)
-    d.prefill_triton_max = limit
-    d._capture()
-    decs[limit] = d
+pre = GraphedStep(Sampler(model, tok, cfg), cfg.block_size)
+pre._capture()
+dec._capture()
+
+
+def timed(fn, n=20):
+    fn()
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(n):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / n * 1000
+
+
 for T in dec.buckets:
-    row = []
-    for limit, d in decs.items():
-        d.cache.reset()
-        ids = torch.randint(10, 1000, (T,))
-        d._run_prefill(ids, T)  # warm
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(20):
-            d._run_prefill(ids, T)
-        end.record()
-        end.synchronize()
-        kind = ("triton" if T <= limit else "sdpa") + ("" if T in d.pf_graphs else ", eager")
-        row.append(f"{start.elapsed_time(end) / 20 * 1000:8.1f} us ({kind})")
-        d.cache.reset()
-    print(f"prefill bucket {T:5d}: " + "   ".join(row))
+    ids = torch.randint(10, 1000, (T,))
+    pre.cache.reset()
+    us_pre = timed(lambda: pre._run_prefill(ids, T))
+    dec.cache.reset()
+    dec.ctl_np[:5] = (0, T, cfg.block_size, cfg.max_tokens, 0)
+    dec.ctl_np[8:8 + T] = ids.numpy()
+    dec.ctl.copy_(dec.ctl_h)
+    us_first = timed(dec.first_graphs[T].replay)
+    print(f"bucket {T:5d}: prefill graph {us_pre:7.1f} us   prefill + first step graph {us_first:7.1f} us")

@@ -55,7 +55,37 @@ def test_graphed_diffusion_equals_the_sampler(tokenizer, seed, cfg):
         again = dec.complete(prefix, suffix, mode=mode)  # the prompt's KV reused from the static cache
         _same(again, want)
         assert again.trace.reused_tokens == again.trace.prompt_tokens
+        more = dec.complete(prefix + "y", suffix, mode=mode)  # a part reused, the rest prefilled
+        _same(more, s.complete(prefix + "y", suffix, mode=mode))
+        assert 0 < more.trace.reused_tokens < more.trace.prompt_tokens
     assert dec.cache.length == dec.cache.pos.item() == len(dec.cache.tokens)
+
+
+def test_the_first_step_is_model_step(tokenizer):
+    """A completion's first step (`_start`: the block state set up from one copy, the prompt and the
+    first block in one forward) gives `model.step`'s logits and K/V, onto an empty cache and onto
+    one that holds a prompt already, and moves the device position past the prompt."""
+    from dllm_ls.diffusion_core.kv_cache import KVCache
+
+    m = _model(tokenizer, 1)
+    cfg = SamplerConfig(block_size=8, threshold=0.5, max_tokens=20)
+    dec = GraphedDecoder(Sampler(m, tokenizer, cfg), cfg)
+    assert dec.fused_first
+    got = []
+    update = dec._update
+    dec._update = lambda logits: (got.append(logits.clone()), update(logits))
+    ids = tokenizer.encode("def f(x):\n    return x + 1\n\n\nclass A:\n    pass\n" * 3)[:45]
+    ref = KVCache.for_model(m, capacity=dec.cache.capacity)
+    block = torch.full((1, 8), tokenizer.mask_id)
+    for part in (ids[:30], ids[30:]):
+        want = m.step(torch.tensor([part]), block, ref)[0]
+        assert dec._start(part, (8, 20, 0))
+        n = ref.length
+        assert dec.cache.length == dec.cache.pos.item() == n and dec.cache.tokens == ids[:n]
+        torch.testing.assert_close(got[-1], want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(dec.cache.k[..., :n, :], ref.k[..., :n, :])
+        torch.testing.assert_close(dec.cache.v[..., :n, :], ref.v[..., :n, :])
+    assert not dec._start([1] * (m.cfg.max_seq_len - dec.cache.length + 1), (8, 20, 0))  # no bucket
 
 
 def test_every_way_to_stop_is_covered(tokenizer):

@@ -457,12 +457,13 @@ class GraphedDecoder(_Static):
         s, b = self.sampler, self.b
         self._capture()
         t0 = time.perf_counter()
-        if cold:
-            self.cache.reset()
+        if cold:  # (the device position is set by `_start`, or below where it declines)
+            self.cache.reset(device=False)
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
-                                                                 heal=False)
+                                                                 heal=False, device_pos=False)
         b0 = min(b, max_tokens)
         if not self._start(clean, (b0, max_tokens, int(ctx.mode == "line"))):  # (one copy, one replay)
+            cache.pos.fill_(cache.length)
             self._first_unfused(clean, b0, max_tokens, ctx.mode == "line")
         st = {"generated": [], "stop": None, "text": ""}
         eos = self.tok.eos_id
@@ -541,11 +542,12 @@ class GraphedAR(_Static):
         s = self.sampler
         self._capture()
         t0 = time.perf_counter()
-        if cold:
-            self.cache.reset()
+        if cold:  # (the device position is set by `_start`, or below where it declines)
+            self.cache.reset(device=False)
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
-                                                                 heal=False)
+                                                                 heal=False, device_pos=False)
         if not self._start(clean, ()):  # step 1: the prompt in one bucketed forward, and its argmax
+            cache.pos.fill_(cache.length)
             logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
             cache.append_tokens(clean)
             self._next(logits)

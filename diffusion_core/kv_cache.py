@@ -62,18 +62,20 @@ class KVCache:
     def append_tokens(self, ids: list[int]):
         self.tokens.extend(ids)
 
-    def truncate(self, n: int):
-        """Keep the first n clean tokens (a common prefix); the rest is recomputed when needed."""
+    def truncate(self, n: int, device: bool = True):
+        """Keep the first n clean tokens (a common prefix); the rest is recomputed when needed.
+        device=False leaves `pos` to the caller (a captured step that sets it)."""
         if not 0 <= n <= self._length:
             raise ValueError(f"cannot truncate a cache of {self._length} tokens to {n}")
         if n < self._length:
             self.bound = None
         self._length = n
-        self.pos.fill_(n)
+        if device:
+            self.pos.fill_(n)
         del self.tokens[n:]
 
-    def reset(self):
-        self.truncate(0)
+    def reset(self, device: bool = True):
+        self.truncate(0, device)
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:

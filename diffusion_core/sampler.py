@@ -191,10 +191,11 @@ class Sampler:
         return self.model.step(clean, block, cache) if rows is None else self.model.step(clean, block, cache, rows=rows)
 
     def _prepare(self, prefix: str, suffix: str, mode: str, cache: KVCache | None, cfg: SamplerConfig,
-                 heal: bool | None = None):
+                 heal: bool | None = None, device_pos: bool = True):
         """The prompt and the cache reuse shared by `complete` and `begin`; `heal` (default
         `cfg.token_healing`): token healing, its text in `trace.healed` (the stops and the syntax
-        guard then see the prefix without it, and the generated text with it).
+        guard then see the prefix without it, and the generated text with it). `device_pos`
+        False: the cache's device position is left for the caller to set.
 
         Returns (ctx, crlf, clean token ids not yet cached, max_tokens, cache, trace)."""
         crlf = "\r\n" in prefix or "\r\n" in suffix
@@ -212,12 +213,12 @@ class Sampler:
 
         cache = cache if cache is not None else self.new_cache()
         reuse = common_prefix_len(cache.tokens, prompt)
-        cache.truncate(reuse)
+        cache.truncate(reuse, device_pos)
         trace.reused_tokens = reuse
         clean = prompt[reuse:]
         # the logits of the last prompt token are not cached (AR: the first token's; shift: the block's first)
         if (self.model.cfg.causal or self.model.cfg.shift) and reuse == len(prompt):
-            cache.truncate(reuse - 1)
+            cache.truncate(reuse - 1, device_pos)
             clean = prompt[reuse - 1:]
         return ctx, crlf, clean, max_tokens, cache, trace
 

@@ -16,8 +16,9 @@ asynchronously, and the host applies the Sampler's stops to the snapshot of step
 already runs step s+1 (`lag`): the GPU never waits for Python, and at most `lag` steps are wasted
 at the end of a completion (their results are dropped).
 
-The result equals `Sampler.complete` (text, stop, per-step commits, blocks): the first step is
-`model.step(prompt, block)` itself, later steps compute the same function with keys masked instead
+The result equals `Sampler.complete` (text, stop, per-step commits, blocks): the first step
+computes `model.step(prompt, block)` (one graph per prompt-length bucket, which also sets the block
+state up from one host-to-device copy), later steps the same function with keys masked instead
 of sliced (tests/diffusion_core/test_graphed.py checks it on CPU, where the same step runs eagerly
 with torch ops). `GraphedAR` does the same for the autoregressive baseline: one token per replay,
 argmax on the device.
@@ -106,6 +107,7 @@ class _Static:
         # one copy, [cache position, prompt length n, first block's length, max_tokens, line mode,
         # -, -, -, the prompt's ids], from pinned memory (`ctl_h`, written through `ctl_np`)
         self.fused_first = False  # the subclasses that have a `_first_step` say so
+        self.first_rows = 0  # ... and how many rows it runs past the prompt's bucket
         self.ctl = torch.zeros(8 + top, dtype=torch.long, device=p.device)
         self.ctl_h = torch.zeros(8 + top, dtype=torch.long, pin_memory=self.cuda)
         self.ctl_np = self.ctl_h.numpy()
@@ -507,7 +509,7 @@ class GraphedAR(_Static):
         self.tok_in = torch.zeros(1, dtype=torch.long, device=self.device)
         self.snap = torch.zeros(1, dtype=torch.long, device=self.device)
         self.one = torch.ones(1, 1, dtype=torch.bool, device=self.device)
-        self.fused_first, self.first_rows = True, 0
+        self.fused_first = True
 
     def _next(self, logits: torch.Tensor):
         """The greedy next token (banned ones never) into the step's input and the snapshot."""

@@ -200,12 +200,16 @@ class _Static:
         """The prefill of `ids` (n,) at the device position `cache.pos` (not advanced) in bucket T."""
         self.pf_ids[:ids.numel()].copy_(ids, non_blocking=self.cuda)
         self.pf_n.fill_(ids.numel())
-        g = self.pf_graphs.get(T)
+        self._replay(self.pf_graphs, self._prefill_step, T)
+
+    def _replay(self, graphs: dict, fn, T: int):
+        """Bucket T's graph of `fn` replayed, or `fn(T)` run eagerly where none was captured."""
+        g = graphs.get(T)
         if g is not None:
             g.replay()
             self.prefills_graphed += 1
         else:
-            self._prefill_step(T)
+            fn(T)
 
     def _prefill(self, clean: list[int]) -> bool:
         """Append `clean` to the cache in one bucketed forward (a graph replay on CUDA); `pf_h` holds
@@ -222,21 +226,18 @@ class _Static:
 
     def _start(self, clean: list[int], head: tuple[int, ...]) -> bool:
         """`_first_step` of `clean` on the cache (one copy and one replay), with the subclass's
-        inputs `head` (ctl[2:5]); False (nothing done) when no bucket holds the prompt."""
+        inputs `head` (ctl[2:5]); False when no bucket holds the prompt: then only the device
+        position is set (to the cache's length), for the caller's other way in."""
         cache, n = self.cache, len(clean)
         T = self._bucket(n, cache.length) if self.fused_first else None
         if T is None or cache.length + T + self.first_rows > cache.capacity:
+            cache.pos.fill_(cache.length)
             return False
         self.ctl_np[:2] = (cache.length, n)
         self.ctl_np[2:2 + len(head)] = head
         self.ctl_np[8:8 + n] = clean
         self.ctl[:8 + n].copy_(self.ctl_h[:8 + n], non_blocking=self.cuda)
-        g = self.first_graphs.get(T)
-        if g is not None:
-            g.replay()
-            self.prefills_graphed += 1
-        else:
-            self._first_step(T)
+        self._replay(self.first_graphs, self._first_step, T)
         self.steps_run += 1
         cache.advance(n, device=False)  # (the graph moved the device position)
         cache.append_tokens(clean)
@@ -459,13 +460,12 @@ class GraphedDecoder(_Static):
         s, b = self.sampler, self.b
         self._capture()
         t0 = time.perf_counter()
-        if cold:  # (the device position is set by `_start`, or below where it declines)
+        if cold:  # (the device position is set by `_start`, whether it runs or declines)
             self.cache.reset(device=False)
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False, device_pos=False)
         b0 = min(b, max_tokens)
         if not self._start(clean, (b0, max_tokens, int(ctx.mode == "line"))):  # (one copy, one replay)
-            cache.pos.fill_(cache.length)
             self._first_unfused(clean, b0, max_tokens, ctx.mode == "line")
         st = {"generated": [], "stop": None, "text": ""}
         eos = self.tok.eos_id
@@ -544,12 +544,11 @@ class GraphedAR(_Static):
         s = self.sampler
         self._capture()
         t0 = time.perf_counter()
-        if cold:  # (the device position is set by `_start`, or below where it declines)
+        if cold:  # (the device position is set by `_start`, whether it runs or declines)
             self.cache.reset(device=False)
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False, device_pos=False)
         if not self._start(clean, ()):  # step 1: the prompt in one bucketed forward, and its argmax
-            cache.pos.fill_(cache.length)
             logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
             cache.append_tokens(clean)
             self._next(logits)

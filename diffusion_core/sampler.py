@@ -125,7 +125,7 @@ class Sampler:
     def __init__(self, model, tokenizer: Tokenizer, cfg: SamplerConfig | None = None):
         self.model, self.tok, self.cfg = model, tokenizer, cfg or SamplerConfig()
         self.device = next(model.parameters()).device
-        # graphed.GraphedStep: `step` replays it for the calls it fits (CUDA; `use_cuda_graph`)
+        # graphed_step.GraphedStep: `step` replays it for the calls it fits (CUDA; `use_cuda_graph`)
         self.graphed = None
         self.graphed_steps = 0
         V = model.cfg.vocab_size
@@ -173,10 +173,10 @@ class Sampler:
 
     def use_cuda_graph(self) -> bool:
         """Serve the decoding steps that fit it from a captured CUDA graph of the forward
-        (`graphed.graphed_step`): what the core and the language server do on CUDA. False (and
+        (`graphed_step.graphed_step`): what the core and the language server do on CUDA. False (and
         eager steps) where there is none: CPU, causal and shift models, DLLM_LS_GRAPHED_STEP=0,
         a failed capture."""
-        from .graphed import graphed_step
+        from .graphed_step import graphed_step
 
         self.graphed = graphed_step(self)
         return self.graphed is not None

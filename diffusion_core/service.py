@@ -22,7 +22,7 @@ document from the same client supersedes the older (stopped at its next step, it
 between steps the cache holds only finished clean tokens).
 
 CUDA graphs: on CUDA a step with one active completion replays the captured forward
-(`Sampler.step` through a `graphed.GraphedStep`, captured when the model loads) instead of the eager
+(`Sampler.step` through a `graphed_step.GraphedStep`, captured when the model loads) instead of the eager
 `model.step`, whose ~250 kernel launches and host syncs cost several ms per step on an H100; the
 host side (commits, token healing, the syntax guard, stops) is the same `DecodeState`. Batches of
 several requests, prompts longer than a block (the first step) and other block sizes run eagerly.

@@ -48,7 +48,7 @@ for b in [int(x) for x in sys.argv[1:]] or [32]:
 # per bucket: the prefill graph alone (the AR baseline's and the server's `GraphedStep`), and a
 # diffusion completion's first step (`_first_step`: the prompt and the first block in one forward,
 # the block state set up from one copy), from an empty cache, side by side
-from dllm_ls.diffusion_core.graphed import GraphedStep
+from dllm_ls.diffusion_core.graphed_step import GraphedStep
 
 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 pre = GraphedStep(Sampler(model, tok, cfg), cfg.block_size)

@@ -2,7 +2,7 @@
 `Sampler.step`, as `CoreService` runs one request), with the server's settings (token healing, the
 syntax guard), on S2's file documents in line mode.
 
-    python scripts/server_step_profile.py [--limit 30] [--device cuda] [--mode line]
+    python scripts/server_step_profile.py [--limit 30] [--device cuda] [--mode line] [--checkpoint DIR]
 
 For each document: a cold completion, then the same completion warm (the prompt's KV cached), the
 second one timed per phase (next_inputs, the step's host time, advance and inside it the syntax
@@ -33,9 +33,10 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--mode", default="line")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--checkpoint", help="model directory; default: the shipped model")
     args = ap.parse_args()
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
-    model, tok = load_checkpoint(resolve_checkpoint(None), device=args.device)
+    model, tok = load_checkpoint(resolve_checkpoint(args.checkpoint), device=args.device)
     s = Sampler(model, tok, SamplerConfig.for_server())
     graphed = s.use_cuda_graph() if args.device == "cuda" else False
     spent = dict.fromkeys(PHASES, 0.0)

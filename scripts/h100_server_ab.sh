@@ -10,7 +10,8 @@
 #   2. scripts/server_step_profile.py, old then new                 -> profile.tgz
 #   3. `dllm-ls bench s2` on the held-out files in S2_MODES (line auto), new then old, LIMIT documents
 #      each (default 50)                                            -> s2.tgz
-# Knobs: TEST_S (60), PROFILE_LIMIT (30), S2_MODES.
+# Knobs: TEST_S (60; 0 skips the tests), PROFILE_LIMIT (30; 0 skips the profile), S2_MODES ("" skips
+# S2). Phase 3 adds to s2.tgz what an earlier run of this script left there (one call, several runs).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 START=$SECONDS
@@ -28,21 +29,23 @@ CKPT=$(shipped_checkpoint)
 declare -A SITE=([new]=/tmp/site [old]=/tmp/site_old:/tmp/site)
 say "installed (model $CKPT)"
 T=/tmp/ab_tests
-rm -rf "$T" && mkdir -p "$T" && cp -r "$REPO/tests" "$REPO/pyproject.toml" "$T/"
-(cd "$T" && timeout "${TEST_S:-60}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu \
-   tests/diffusion_core/test_graphed.py > "$OUT/gpu_tests.log" 2>&1)
-echo "pytest exit $?" >> "$OUT/gpu_tests.log"
-tail -2 "$OUT/gpu_tests.log"
-say "tests"
-P=/tmp/ab_profile && rm -rf $P && mkdir -p $P
-for v in old new; do
+if [ "${TEST_S:-60}" != 0 ]; then
+  rm -rf "$T" && mkdir -p "$T" && cp -r "$REPO/tests" "$REPO/pyproject.toml" "$T/"
+  (cd "$T" && timeout "${TEST_S:-60}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu \
+     tests/diffusion_core/test_graphed.py > "$OUT/gpu_tests.log" 2>&1)
+  echo "pytest exit $?" >> "$OUT/gpu_tests.log"
+  tail -2 "$OUT/gpu_tests.log"
+  say "tests"
+fi
+P=/tmp/ab_profile && mkdir -p $P
+[ "${PROFILE_LIMIT:-30}" = 0 ] || for v in old new; do
   (cd /tmp && PYTHONPATH=${SITE[$v]} timeout 120 python3 "$REPO/scripts/server_step_profile.py" --checkpoint "$CKPT" \
      --limit "${PROFILE_LIMIT:-30}" > "$P/profile_$v.txt" 2>&1)
   say "profile $v"; sed -n 1,4p "$P/profile_$v.txt"
 done
-(cd $P && tar czf "$OUT/profile.tgz" *)
-S=/tmp/ab_s2 && rm -rf $S && mkdir -p $S
-for mode in ${S2_MODES:-line auto}; do
+[ -n "$(ls $P)" ] && (cd $P && tar czf "$OUT/profile.tgz" *)
+S=/tmp/ab_s2 && mkdir -p $S
+for mode in ${S2_MODES-line auto}; do
   for v in new old; do
     (cd /tmp && PYTHONPATH=${SITE[$v]} timeout 150 python3 -m dllm_ls.cli bench s2 --docs files --mode "$mode" \
        --limit "$LIMIT" --device cuda --checkpoint "$CKPT" --json "$S/s2_$v.json" > "$S/s2_${mode}_$v.log" 2>&1)

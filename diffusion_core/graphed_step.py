@@ -123,7 +123,7 @@ class GraphedStep(GraphedDecoder):
         if n:
             cache.k[:, :, :, L:L + n].copy_(s.k[:, :, :, L:L + n])
             cache.v[:, :, :, L:L + n].copy_(s.v[:, :, :, L:L + n])
-            cache.advance(n)
+        cache.advance(n)
         return self.out[:b][None]
 
 

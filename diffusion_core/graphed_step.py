@@ -41,45 +41,9 @@ class GraphedStep(GraphedDecoder):
         super().__init__(sampler, dataclasses.replace(sampler.cfg, block_size=block_size),
                          use_graphs=use_graphs, lag=0)
         self.out = torch.zeros(self.b, self.model.cfg.vocab_size, device=self.device)
-        # per block row the greedy token and its confidence (float64: the ids exact), computed in the
-        # graph and read back in one copy (`commit_inputs`); the ctl copy and this one each have an
-        # event, so that a pinned buffer is never rewritten or read while a copy is in flight
-        self.pc = torch.zeros(2, self.b, dtype=torch.float64, device=self.device)
-        self.pc_h = torch.zeros(2, self.b, dtype=torch.float64, pin_memory=self.cuda)
-        self.pc_event = torch.cuda.Event() if self.cuda else None
-        self.ctl_event = torch.cuda.Event() if self.cuda else None
 
-    def _scratch_state(self):
-        self.ctl[:3] = torch.tensor([1, 0, self.b])
-        self.ctl[8:8 + 2 * self.b] = self.tok.mask_id
-
-    def _step(self):
-        """What the graph holds: the step's state from `ctl` ([cache position, n_prev, block length,
-        -, ..., the 2b ids: the clean tokens, then the block, each padded with masks]), the forward
-        into a static output, and each row's greedy token and confidence."""
-        from ..kernels.commit import confidence_reference, confidence_triton
-
-        ctl, b = self.ctl, self.b
-        self.cache.pos.copy_(ctl[0])
-        self.n_prev.copy_(ctl[1])
-        self.active.copy_(self.ar_b < ctl[2])
-        self.ids.copy_(ctl[8:8 + 2 * b])
-        logits = self._forward()
-        self.out.copy_(logits)
-        pred, conf = (confidence_triton if self.triton else confidence_reference)(logits, self.cfg.confidence, self.ban)
-        self.pc[0].copy_(pred)
-        self.pc[1].copy_(conf)
-
-    def commit_inputs(self, logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(confidence float32, greedy token) per row on the host, as `sampler.confidence` of
-        `logits` with the banned tokens masked, when `logits` are this step's output (a view of
-        `out`, unchanged) and `kind` its confidence; else None."""
-        if kind != self.cfg.confidence or logits.data_ptr() != self.out.data_ptr():
-            return None
-        if self.pc_event is not None:
-            self.pc_event.synchronize()
-        n = logits.shape[0]
-        return self.pc_h[1, :n].float(), self.pc_h[0, :n].long()
+    def _step(self):  # what the graph holds: the forward alone, into a static output
+        self.out.copy_(self._forward())
 
     def fits(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> bool:
         n, b = clean.shape[1], block.shape[1]
@@ -92,34 +56,26 @@ class GraphedStep(GraphedDecoder):
     @torch.no_grad()
     def step(self, clean: torch.Tensor, block: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """As `model.step(clean, block, cache)` (logits (1, b, V), the clean tokens' K/V appended
-        to `cache`) for a call that `fits`; the inputs best on the host (their ids travel in one
-        copy). The result is a view of a static buffer: read it (and `commit_inputs`) before the
-        next step."""
+        to `cache`) for a call that `fits`. The result is a view of a static buffer: read it before
+        the next step."""
         self._capture()
         L, n, b = cache.length, clean.shape[1], block.shape[1]
-        s, B = self.cache, self.b
+        s = self.cache
         if L:
             s.k[:, :, :, :L].copy_(cache.k[:, :, :, :L])
             s.v[:, :, :, :L].copy_(cache.v[:, :, :, :L])
-        pre = n > B  # a long prompt: its own bucketed prefill first, then the step
+        s.pos.fill_(L)
+        self.ids.fill_(self.tok.mask_id)
+        pre = n > self.b  # a long prompt: its own bucketed prefill first, then the step
         if pre:
-            s.pos.fill_(L)
             self._run_prefill(clean[0], self._bucket(n, L))
-        if self.ctl_event is not None:
-            self.ctl_event.synchronize()  # (the last step's copy out of ctl_h is done)
-        ctl = self.ctl_np
-        ctl[:3] = (L + n, 0, b) if pre else (L, n, b)
-        ctl[8:8 + 2 * B] = self.tok.mask_id
-        if not pre:
-            ctl[8:8 + n] = clean[0].cpu().numpy()
-        ctl[8 + B:8 + B + b] = block[0].cpu().numpy()
-        self.ctl[:8 + 2 * B].copy_(self.ctl_h[:8 + 2 * B], non_blocking=self.cuda)
-        if self.ctl_event is not None:
-            self.ctl_event.record()
+            s.pos.fill_(L + n)
+        else:
+            self.ids[:n].copy_(clean[0])
+        self.ids[self.b:self.b + b].copy_(block[0])
+        self.n_prev.fill_(0 if pre else n)
+        self.active.copy_(self.ar_b < b)
         self._run_step()
-        self.pc_h.copy_(self.pc, non_blocking=self.cuda)
-        if self.pc_event is not None:
-            self.pc_event.record()
         if n:
             cache.k[:, :, :, L:L + n].copy_(s.k[:, :, :, L:L + n])
             cache.v[:, :, :, L:L + n].copy_(s.v[:, :, :, L:L + n])

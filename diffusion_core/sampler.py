@@ -188,7 +188,6 @@ class Sampler:
         if g is not None and rows is None and g.fits(clean, block, cache):
             self.graphed_steps += 1
             return g.step(clean, block, cache)
-        clean, block = clean.to(self.device), block.to(self.device)  # (inputs made for the graphed step)
         return self.model.step(clean, block, cache) if rows is None else self.model.step(clean, block, cache, rows=rows)
 
     def _prepare(self, prefix: str, suffix: str, mode: str, cache: KVCache | None, cfg: SamplerConfig,
@@ -261,7 +260,7 @@ class Sampler:
             while not state.done:
                 if should_stop is not None and should_stop():
                     raise CompletionCancelled
-                clean, block = state.next_inputs(host=self.graphed is not None)
+                clean, block = state.next_inputs()
                 rows = state.rows()
                 state.advance(self.step(clean, block, state.cache, rows)[0], rows)
             return state.result()
@@ -366,11 +365,10 @@ class DecodeState:
         self.masked = [True] * self.b
         self.first = True
 
-    def next_inputs(self, host: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next forward's inputs: clean ids (1, n) to append to the cache, the block (1, b);
-        `host`: on the CPU (for the graphed step, which copies them in with its other inputs)."""
+    def next_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next forward's inputs: clean ids (1, n) to append to the cache, the block (1, b)."""
         n = len(self.clean) if self.first else 0
-        dev = "cpu" if host else self.sampler.device
+        dev = self.sampler.device
         clean_t = torch.tensor([self.clean[:n]], dtype=torch.long, device=dev).view(1, n)
         return clean_t, torch.tensor([self.block], dtype=torch.long, device=dev)
 
@@ -403,11 +401,8 @@ class DecodeState:
             self.cache.append_tokens(self.clean)
             self.first = False
         cand = self._candidates()
-        pc = None
         if self.heal_left:  # a one-token block: it may only write the healed text on
             logits[0].masked_fill_(~s.heal_mask(self.heal_left), float("-inf"))
-        elif rows is None and s.graphed is not None:
-            pc = s.graphed.commit_inputs(logits, cfg.confidence)
         # chosen: the positions to commit, most confident first; pred: the token per position
         if rows is not None:  # the candidates' logits only: the same numbers, fewer rows
             conf, pred_rows = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
@@ -418,7 +413,7 @@ class DecodeState:
             pred = list(self.block)
             for r, t in zip(at, pred_rows.tolist()):
                 pred[r] = t
-        elif use_triton(logits) and pc is None:  # one fused pass over the vocabulary (kernels/commit.py), same rule
+        elif use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
             from ..kernels.commit import fused_commit
 
             mask = torch.zeros(self.b, dtype=torch.bool)
@@ -431,9 +426,9 @@ class DecodeState:
             pred = [int(t) for t in pred]
             chosen = sorted((i for i in range(self.b) if chose[i]), key=lambda i: -conf[i])  # stable
             n = len(chosen)
-        else:  # (the graphed step's tokens and confidences, read back with its logits, are these)
-            conf, pred_t = pc if pc is not None else confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
-            idx = torch.tensor(cand, dtype=torch.long, device=conf.device)
+        else:
+            conf, pred_t = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
+            idx = torch.tensor(cand, dtype=torch.long, device=logits.device)
             order = conf[idx].argsort(descending=True, stable=True)
             n = commit_count(conf[idx][order], cfg)
             chosen = idx[order[:n]].tolist()

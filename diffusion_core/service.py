@@ -358,11 +358,9 @@ class CoreService:
             return []
         model = self.sampler.model
         try:
-            single = len(live) == 1 and hasattr(self.sampler, "step")  # graphed where it fits (module docstring)
-            host = single and getattr(self.sampler, "graphed", None) is not None  # (its inputs travel in one copy)
-            inputs = [(*r.state.next_inputs(host=host), r.cache) for r in live]
+            inputs = [(*r.state.next_inputs(), r.cache) for r in live]
             rows = [r.state.rows() for r in live]  # the commit candidates (None on CUDA: all)
-            if single:
+            if len(live) == 1 and hasattr(self.sampler, "step"):  # graphed where it fits (module docstring)
                 logits = [self.sampler.step(*inputs[0], rows[0])]
             elif hasattr(model, "step_batch"):
                 logits = model.step_batch(inputs, rows) if getattr(model, "step_rows", False) else model.step_batch(inputs)

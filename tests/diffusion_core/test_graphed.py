@@ -243,32 +243,6 @@ def test_graphed_step_equals_model_step(tokenizer):
         torch.testing.assert_close(b.k[:, :, :, :b.length], a.k[:, :, :, :a.length], atol=1e-5, rtol=1e-5)
 
 
-def test_graphed_step_commit_inputs_are_the_logits_confidences(tokenizer):
-    """The tokens and confidences the graph computes beside the logits are `confidence` of those
-    logits with the banned tokens masked, for the step's own logits only (not for a copy, nor for
-    another kind of confidence)."""
-    from dllm_ls.diffusion_core.sampler import confidence
-
-    m = _model(tokenizer, 1)
-    for kind in ("maxprob", "margin", "entropy"):
-        s = Sampler(m, tokenizer, SamplerConfig(block_size=8, confidence=kind))
-        gs = GraphedStep(s, 8)
-        cache = s.new_cache()
-        torch.manual_seed(0)
-        for n, width in ((len(tokenizer.encode(PROMPTS[1][0])), 8), (3, 5), (0, 8)):
-            clean = torch.tensor([tokenizer.encode(PROMPTS[1][0])]) if n > 8 else torch.randint(0, 500, (1, n))
-            block = torch.randint(0, 500, (1, width))
-            block[0, ::2] = tokenizer.mask_id
-            logits = gs.step(clean, block, cache)[0]
-            conf, pred = gs.commit_inputs(logits, kind)
-            want_conf, want_pred = confidence(logits.masked_fill(s.ban, float("-inf")), kind)
-            assert conf.dtype == torch.float32 and conf.shape == (width,)
-            assert torch.equal(pred, want_pred)
-            torch.testing.assert_close(conf, want_conf, atol=1e-6, rtol=1e-5)
-            assert gs.commit_inputs(logits.clone(), kind) is None
-            assert gs.commit_inputs(logits, "margin" if kind != "margin" else "maxprob") is None
-
-
 def test_decoding_with_the_graphed_step_equals_the_sampler(tokenizer):
     """Whole completions (line and block mode, token healing, the syntax guard) through the
     graphed step give `Sampler.complete`'s, and a second request reuses the session cache."""

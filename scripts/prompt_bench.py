@@ -2,14 +2,14 @@
 stdlib files at 30/50/70%, one keystroke after a request, with the tokenizer's line memo emptied
 before the keystroke (cold) and kept (memo), alternating; CPU, one thread.
 
-    python scripts/prompt_bench.py
+    python scripts/prompt_bench.py [CHECKPOINT_DIR]     (default: the shipped model)
 """
-import argparse as ap_mod, ast, json, statistics, time
+import argparse as ap_mod, ast, json, statistics, sys, time
 import torch
 from dllm_ls.diffusion_core.checkpoint import load_checkpoint, resolve_checkpoint
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 torch.set_num_threads(1)
-model, tok = load_checkpoint(resolve_checkpoint(None), device="cpu")
+model, tok = load_checkpoint(resolve_checkpoint(sys.argv[1] if len(sys.argv) > 1 else None), device="cpu")
 cfg = SamplerConfig.for_server()
 s = Sampler(model, tok, cfg)
 res = {"cold": [], "memo": []}

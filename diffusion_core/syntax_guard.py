@@ -150,10 +150,10 @@ _last_lock = threading.Lock()
 
 def parse_window(src: bytes):
     """`python_parser().parse(src)`, incrementally from the last window parsed here when the two
-    differ in one stretch that leaves most of the text alike (an editor's requests come a
-    keystroke apart: ~0.2 ms where a fresh parse of a 5 KB window takes ~0.7 ms on a CPU core).
+    differ in one stretch that leaves at least half of it alike (an editor's requests come a
+    keystroke apart: ~0.2 ms where a fresh parse of a 5 KB window takes ~0.5 ms on a CPU core).
     The tree is the one a fresh parse gives (tree-sitter's incremental parsing;
-    tests/diffusion_core/test_syntax_guard.py compares them)."""
+    tests/diffusion_core/test_parse_window.py compares them node by node)."""
     global _last_parse
     with _last_lock:
         last = _last_parse

@@ -451,6 +451,12 @@ class DecodeState:
             trace.guard_ms = self.guard.ms
         if self.heal_left:
             self.heal_left = s.heal_rest(self.heal_left, self.block[0])
+        return self._end_step(n, stop)
+
+    def _end_step(self, n: int, stop) -> bool:
+        """Count a step that committed n positions; when its block is finished (or `stop` ends the
+        text), keep the block and start the next one, or end. Returns `done`."""
+        trace = self.trace
         trace.steps += 1
         trace.tokens += n
         trace.per_step.append(n)

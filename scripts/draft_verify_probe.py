@@ -32,7 +32,7 @@ def next_inputs(self, host=False):
 def advance(self, logits, rows=None):
     if self.heal_left or self.guard is not None:
         return orig_advance(self, logits, rows)
-    s, cfg, trace = self.sampler, self.cfg, self.trace
+    s, cfg = self.sampler, self.cfg
     if self.first:
         self.cache.append_tokens(self.clean)
         self.first = False
@@ -49,20 +49,7 @@ def advance(self, logits, rows=None):
         chain = chain and d is not None and d == pred[i]
     stop = self._commit(chosen, pred)
     self.draft = [pred[i] if self.masked[i] else None for i in range(self.b)]
-    trace.steps += 1
-    trace.tokens += len(chosen)
-    trace.per_step.append(len(chosen))
-    if stop is None and True in self.masked:
-        return False
-    ids = list(self.block)
-    self.generated += ids
-    trace.blocks += 1
-    self.stop = stop
-    if stop is not None or len(self.generated) >= self.max_tokens:
-        self.done = True
-    else:
-        self._new_block(ids)
-    return self.done
+    return self._end_step(len(chosen), stop)
 
 
 LOW = float(sys.argv.pop(1)) if MODE == "verify" else 0.0

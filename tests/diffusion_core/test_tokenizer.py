@@ -80,9 +80,12 @@ def code_tokenizer():
     return Tokenizer.from_file(default_checkpoint() / "tokenizer.json")
 
 
-def _random_code_text(rng, n: int) -> str:
+def _random_code_text(rng, n: int, ascii_only: bool = False) -> str:
     atoms = ["\n", "\r\n", "\r", " ", "  ", "    ", "\t", "x", "foo", "Ünïcode", "中文", "🐍", "42", "3.14", "'s",
-             "'", '"', "#", "):", "(", "==", "\u2028", "\x0c", "\u00a0", "\n\n\n", " \n", "\t\n", "x\r"]
+             "'", '"', "#", "):", "(", "==", "\u2028", "\x0c", "\u00a0", "\n\n\n", " \n", "\t\n", "x\r",
+             "\x00", "\x0b", "\x1c", "\x1f", "\x7f", "_", "__x", "`~", "'ll", "'re\n", "9_a", " 'd"]
+    if ascii_only:
+        atoms = [a for a in atoms if a.isascii()]
     return "".join(rng.choice(atoms) for _ in range(n))
 
 
@@ -101,11 +104,22 @@ def test_encode_lines_is_encode(code_tokenizer):
             cut = rng.randrange(len(t) + 1)
             texts += [t, t[:cut], t[cut:], t.replace("\n", "\r\n")[: 2 * cut]]
     texts += [_random_code_text(rng, rng.randrange(1, 80)) for _ in range(3000)]
+    texts += [_random_code_text(rng, rng.randrange(1, 80), ascii_only=True) for _ in range(3000)]
     texts += ["", "\n", "x", "\n\n", "  ", "a\n  "]
+    assert tok._ascii_fast  # pure-ASCII lines skip the tokenizers pipeline: _encode_ascii_lines
     for warm in (False, True):
         bad = [t[:60] for t in texts if tok.encode_lines(t) != tok.encode(t)]
         assert not bad, (warm, bad[:5])
-    assert len(tok._line_memo) > 1000
+    assert len(tok._line_memo) > 1000 and len(tok._piece_memo) > 500
+    tok.forget_lines()
+    assert not tok._line_memo and not tok._piece_memo
+
+
+def test_ascii_fast_path_needs_plain_bpe(code_tokenizer):
+    """A BPE that does more than merge (dropout here) keeps the tokenizers pipeline for every line."""
+    hf = Tokenizer.from_file(code_tokenizer.source).hf
+    hf.model.dropout = 0.5
+    assert not Tokenizer(hf)._ascii_fast and code_tokenizer._ascii_fast
 
 
 def test_encode_lines_memo_is_bounded(code_tokenizer, monkeypatch):

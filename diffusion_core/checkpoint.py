@@ -5,6 +5,7 @@ Every failure raises CheckpointError with one message that names the file and wh
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -90,6 +91,17 @@ def load_config(directory: str | Path) -> tuple[ModelConfig, dict]:
     except (ValueError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: invalid model config ({e}); re-export the checkpoint") from None
     return cfg, extra
+
+
+def freeze_heap():
+    """Put every object alive now (a loaded model, the libraries) out of the cyclic collector's
+    reach: a full collection then walks only what came after, not the ~170k objects of a loaded
+    server (~70 ms on a CPU core, inside whatever completion set it off). Called once a process
+    has loaded its model; again after a reload (unfrozen first, so that the old model's cycles
+    can still be collected)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",

@@ -414,7 +414,7 @@ class CoreService:
     def _load(self):
         import torch
 
-        from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+        from .checkpoint import CheckpointError, freeze_heap, load_checkpoint, resolve_checkpoint
         from .sampler import Sampler, SamplerConfig
 
         torch.set_num_threads(self.threads or default_threads())
@@ -427,6 +427,7 @@ class CoreService:
             model, tok = load_checkpoint(path, device=device)
             self.sampler = Sampler(model, tok, SamplerConfig.for_server())
             self.sampler.use_cuda_graph()
+            freeze_heap()
             self._set(state="ready", model=str(path), device=device, message="", fix="")
             log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
         except CheckpointError as e:
@@ -442,7 +443,7 @@ class CoreService:
         finite. A broken checkpoint is refused with a logged reason; the old model keeps serving."""
         import torch
 
-        from .checkpoint import load_checkpoint
+        from .checkpoint import freeze_heap, load_checkpoint
         from .sampler import Sampler
 
         device = str(self.sampler.device) if self.sampler is not None else self.device
@@ -465,6 +466,7 @@ class CoreService:
             self.sampler = sampler
             self.sessions.clear()  # the caches belong to the old weights
             self.h["reloads"] += 1
+        freeze_heap()
         self._set(state="ready", model=str(path), message="", fix="", reload_error="")
         log.info("checkpoint %s loaded (reload %d)", path, self.h["reloads"])
 

@@ -66,7 +66,7 @@ class InProcessCore:
 
             torch.set_num_threads(threads or default_threads())
 
-            from ..diffusion_core.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+            from ..diffusion_core.checkpoint import CheckpointError, freeze_heap, load_checkpoint, resolve_checkpoint
             from ..diffusion_core.sampler import Sampler, SamplerConfig
 
             try:
@@ -81,6 +81,7 @@ class InProcessCore:
             model, tok = load_checkpoint(path, device=device)
             self._sampler = Sampler(model, tok, SamplerConfig.for_server())
             self._sampler.use_cuda_graph()  # on CUDA: steps replay a captured forward (sampler.py)
+            freeze_heap()
             self._set(state="ready", model=str(path), device=device, message="")
             log.info("model %s loaded on %s in %.1f s", path, device, time.perf_counter() - t0)
         except DllmError as e:

@@ -33,6 +33,7 @@ first), so a run on a rented GPU ends in time. Runs on a CPU too (slowly: use a 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shlex
 import statistics
@@ -120,12 +121,14 @@ def run_setting(decode, tasks, tok, mode: str, cuda: bool, cold_tokenizer: bool 
     for t in tasks:  # back to back: a task's time is until its text is returned (what an editor
         if cold_tokenizer:  # waits for); device work it leaves queued (the pipelined step past its
             tok.forget_lines()  # last) runs ahead of the next task's, in its time
+        full = gc.get_stats()[2]["collections"]
         t0 = time.perf_counter()
         c = decode(t.prefix, t.suffix, mode)
         ms = (time.perf_counter() - t0) * 1000
         rows.append({"task": t.task_id, "text": c.text, "stop": c.stop, "steps": c.trace.steps,
                      "committed": c.trace.tokens, "tokens": len(tok.encode(c.text)), "ms": ms,
-                     "prompt_tokens": c.trace.prompt_tokens})
+                     "prompt_tokens": c.trace.prompt_tokens,
+                     "gc_full": gc.get_stats()[2]["collections"] - full})  # full collections inside
     return summarize(rows)
 
 
@@ -139,7 +142,7 @@ def summarize(rows: list[dict]) -> dict:
             "committed_per_step": sum(r["committed"] for r in rows) / max(1, steps),
             "ms_mean": ms / max(1, len(rows)), "ms_p50": statistics.median(r["ms"] for r in rows) if rows else 0.0,
             "mean_context": statistics.mean(r["prompt_tokens"] + r["committed"] / 2 for r in rows) if rows else 0.0,
-            "rows": rows}
+            "gc_full": sum(r.get("gc_full", 0) for r in rows), "rows": rows}
 
 
 def score(results: list[dict], tasks_by_bench: dict, sandbox_cfg, progress: bool):
@@ -378,6 +381,7 @@ def _load(path, device, dtype_name):
 def run(args) -> int:
     import torch
 
+    from ..diffusion_core.checkpoint import freeze_heap
     from ..diffusion_core.graphed import graphed, time_steps
     from ..diffusion_core.sampler import Sampler, SamplerConfig
     from .eval import describe_machine, update_results_json
@@ -425,6 +429,7 @@ def run(args) -> int:
         models["ar"] = (ar_model, ar_tok)
     else:
         say("S1: no --ar-checkpoint: diffusion rows only, no speedups")
+    freeze_heap()  # as the server does once loaded
     say(f"S1: {', '.join(f'{b} {len(t)} tasks' for b, t in tasks_by_bench.items())} on {describe_machine(str(device))}")
 
     jobs = []  # (kind, impl, block_size, threshold)
@@ -464,7 +469,7 @@ def run(args) -> int:
                 _write_json(args.report, {"partial": True, "results": results})
             say(f"  {bench} {kind:9s} {impl:7s} b={b:<3d} t={thr if thr is not None else '-':<4} "
                 f"{r['tokens_per_s']:8.1f} tok/s  {r['steps_per_token']:.3f} steps/tok  "
-                f"{r['ms_p50']:7.2f} ms p50")
+                f"{r['ms_p50']:7.2f} ms p50  {r['gc_full']} full GC")
     if skipped:
         say(f"S1: --budget-s {args.budget_s:g} reached: {len(skipped)} setting runs skipped")
 

@@ -119,3 +119,29 @@ def test_decoding_on_cuda_turns_cudnn_attention_off(monkeypatch):
         assert not torch.backends.cuda.cudnn_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_freeze_heap_keeps_old_cycles_collectable():
+    """freeze_heap hides the loaded process from full collections, and a second call (a reload)
+    unfreezes first, so a cycle that died in between (the old model's) is still freed."""
+    import gc
+    import weakref
+
+    from dllm_ls.diffusion_core.checkpoint import freeze_heap
+
+    class Node:
+        pass
+
+    a = Node()
+    a.self = a
+    ref = weakref.ref(a)
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 0
+        del a
+        gc.collect()
+        assert ref() is not None  # frozen: out of the collector's reach
+        freeze_heap()
+        assert ref() is None
+    finally:
+        gc.unfreeze()

@@ -101,7 +101,6 @@ class Tokenizer:
         self.special_ids = frozenset(ids.values())
         self._line_memo: dict[str, list[int]] = {}  # encode_lines: a line's text -> its ids
         self._by_lines = _splits_lines(hf)  # else encode_lines is encode
-        self._piece_memo: dict[str, list[int]] = {}  # _encode_ascii_lines: a pre-token -> its ids
         self._ascii_fast = self._by_lines and _plain_bpe(hf)
         self._whole = _whole_tokens(hf) if self._ascii_fast else {}  # (~30 ms)
         self._encode_batch = getattr(hf, "encode_batch_fast", hf.encode_batch)  # (tokenizers < 0.21: no fast)
@@ -168,12 +167,10 @@ class Tokenizer:
         """`[encode(line) for line in lines]` for pure-ASCII lines, each but the last ending in "\n",
         without the tokenizers pipeline (its per-piece offset bookkeeping is most of its cost): the
         pre-tokenizer's regex in Python's `re` over the lines joined, then each piece's id from
-        `_whole` (nine pieces in ten) or the BPE model on its ByteLevel characters, memoised. About
-        0.4x of `encode`'s time on a cold window (scripts/tokenize_bench.py); test_tokenizer.py
-        compares it with `encode`."""
-        memo, whole, tokenize = self._piece_memo, self._whole, self.hf.model.tokenize
-        if len(memo) > self.LINE_MEMO_SIZE:
-            memo.clear()
+        `_whole` (nine pieces in ten) or the BPE model on its ByteLevel characters. About 0.4x of
+        `encode`'s time on a cold window (scripts/tokenize_bench.py); test_tokenizer.py compares it
+        with `encode`."""
+        whole, tokenize = self._whole, self.hf.model.tokenize
         out: list[list[int]] = []
         cur: list[int] = []
         for piece in _ASCII_PATTERN.findall("".join(lines)):
@@ -181,10 +178,7 @@ class Tokenizer:
             if i is not None:
                 cur.append(i)
             else:
-                ids = memo.get(piece)
-                if ids is None:
-                    ids = memo[piece] = [t.id for t in tokenize(piece.translate(_ASCII_BYTE_CHARS))]
-                cur.extend(ids)
+                cur.extend(t.id for t in tokenize(piece.translate(_ASCII_BYTE_CHARS)))
             if piece[-1] == "\n":  # a piece ends at its line's "\n" at the latest
                 out.append(cur)
                 cur = []
@@ -193,9 +187,8 @@ class Tokenizer:
         return out
 
     def forget_lines(self):
-        """Empty encode_lines' memos of lines and pieces (a benchmark of cold prompts)."""
+        """Empty encode_lines' memo (a benchmark of cold prompts)."""
         self._line_memo.clear()
-        self._piece_memo.clear()
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, on all cores; a lone surrogate is refused as in `encode`."""

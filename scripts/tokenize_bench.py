@@ -2,7 +2,7 @@
 
     whole   the tokenizers pipeline on the window (`encode`: session 17's cold path)
     batch   each line on its own in one `encode_batch_fast` call, on all cores (session 18's)
-    lines   `encode_lines` with both memos emptied: pure-ASCII lines through `_encode_ascii_lines`
+    lines   `encode_lines` with its memo emptied: pure-ASCII lines through `_encode_ascii_lines`
 
 on windows of ~1,200 characters from six stdlib files.
 

@@ -110,9 +110,7 @@ def test_encode_lines_is_encode(code_tokenizer):
     for warm in (False, True):
         bad = [t[:60] for t in texts if tok.encode_lines(t) != tok.encode(t)]
         assert not bad, (warm, bad[:5])
-    assert len(tok._line_memo) > 1000 and len(tok._piece_memo) > 500
-    tok.forget_lines()
-    assert not tok._line_memo and not tok._piece_memo
+    assert len(tok._line_memo) > 1000
 
 
 def test_ascii_fast_path_needs_plain_bpe(code_tokenizer):

@@ -176,18 +176,20 @@ def speedup(results: list[dict], bench: str, points: float = 0.01) -> dict | Non
     ar = next((r for r in results if r["bench"] == bench and r["kind"] == "ar" and r["impl"] != "eager"), None)
     if ar is None:
         return None
-    best = None
-    for r in results:
-        if r["bench"] != bench or r["kind"] != "diffusion" or r["impl"] == "eager":
-            continue
-        if r["pass_at_1"] >= ar["pass_at_1"] - points - 1e-9 and \
-                r.get("edit_sim", 0.0) >= ar.get("edit_sim", 0.0) - points - 1e-9:
-            ratio = r["tokens_per_s"] / max(ar["tokens_per_s"], 1e-9)
-            if best is None or ratio > best["speedup"]:
-                best = {"speedup": ratio, "block_size": r["block_size"], "threshold": r["threshold"],
-                        "pass_at_1": r["pass_at_1"], "ar_pass_at_1": ar["pass_at_1"],
-                        "edit_sim": r.get("edit_sim"), "ar_edit_sim": ar.get("edit_sim")}
-    return best or {"speedup": None, "ar_pass_at_1": ar["pass_at_1"]}
+    def entry(r):
+        return {"speedup": r["tokens_per_s"] / max(ar["tokens_per_s"], 1e-9), "block_size": r["block_size"],
+                "threshold": r["threshold"], "pass_at_1": r["pass_at_1"], "ar_pass_at_1": ar["pass_at_1"],
+                "edit_sim": r.get("edit_sim"), "ar_edit_sim": ar.get("edit_sim")}
+
+    rows = [r for r in results if r["bench"] == bench and r["kind"] == "diffusion" and r["impl"] != "eager"]
+    eligible = [r for r in rows if r["pass_at_1"] >= ar["pass_at_1"] - points - 1e-9
+                and r.get("edit_sim", 0.0) >= ar.get("edit_sim", 0.0) - points - 1e-9]
+    if eligible:
+        return entry(max(eligible, key=lambda r: r["tokens_per_s"]))
+    out = {"speedup": None, "ar_pass_at_1": ar["pass_at_1"]}
+    if rows:  # none qualifies: the most accurate setting, for the record (`closest`)
+        out["closest"] = entry(max(rows, key=lambda r: (r["pass_at_1"], r["tokens_per_s"])))
+    return out
 
 
 # --- the floor -----------------------------------------------------------------------------------
@@ -503,10 +505,14 @@ def run(args) -> int:
 
     figures = {}
     multi, single = speedup(results, "Q2"), speedup(results, "Q1")
-    if multi and multi.get("speedup") is not None:
-        figures["S1.speedup_multi_line"] = (round(multi["speedup"], 3), "x AR tokens/s (Q2, pass@1 within 1 point)")
-    if single and single.get("speedup") is not None:
-        figures["S1.speedup_single_line"] = (round(single["speedup"], 3), "x AR tokens/s (Q1, pass@1 within 1 point)")
+    for name, bench, s in (("S1.speedup_multi_line", "Q2", multi), ("S1.speedup_single_line", "Q1", single)):
+        if s and s.get("speedup") is not None:
+            figures[name] = (round(s["speedup"], 3), f"x AR tokens/s ({bench}, pass@1 within 1 point)")
+        elif s and s.get("closest"):  # the target is not met: the most accurate setting's ratio, said so
+            c = s["closest"]
+            figures[name] = (round(c["speedup"], 3), f"x AR tokens/s ({bench}; no setting within 1 point of AR: "
+                             f"the most accurate, b={c['block_size']} t={c['threshold']:g}, pass@1 "
+                             f"{c['pass_at_1']:.3f} vs AR {c['ar_pass_at_1']:.3f})")
     ref_b = multi["block_size"] if multi and multi.get("block_size") else 32
     diff_floors = sorted((f for f in floors if f["kind"] == "diffusion"),  # Q2 first, then by block size
                          key=lambda f: (f["block_size"] != ref_b, f["bench"] != "Q2", -f["block_size"]))
@@ -572,8 +578,10 @@ def _print_tables(results, floors, peaks, launch, multi, single, say):
         if s is None:
             continue
         if s.get("speedup") is None:
+            c = s.get("closest")
             say(f"speedup {name}: no diffusion setting within 1 point of AR's pass@1 ({s['ar_pass_at_1']:.3f}) "
-                f"and edit similarity")
+                f"and edit similarity" + (f"; the most accurate, b={c['block_size']} t={c['threshold']:g}: "
+                                          f"{c['speedup']:.2f}x at pass@1 {c['pass_at_1']:.3f}" if c else ""))
         else:
             say(f"speedup {name}: {s['speedup']:.2f}x at b={s['block_size']} t={s['threshold']:g} "
                 f"(pass@1 {s['pass_at_1']:.3f} vs AR {s['ar_pass_at_1']:.3f}, edit similarity "

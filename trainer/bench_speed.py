@@ -14,7 +14,7 @@ newly opened document), timed from the call to the answer with the GPU idle agai
 - latency per completion, mean and p50; pass@1 (the tests run after the timings, in the sandbox).
 The speedups compare each diffusion setting with AR on the same tasks: `S1.speedup_{multi,single}_line`
 is the best tokens/s ratio among the settings whose pass@1 is within 1 point of AR's (none: the
-figure is not recorded; the report says so).
+most accurate setting's ratio, with a unit that says no setting qualifies).
 
 The floor (per block size and for AR): the bytes a step must read (all weights once: the tied head
 reads the embedding; the K/V of the mean context) over the HBM bandwidth, the step's FLOPs over

@@ -574,36 +574,3 @@ class GraphedAR(_Static):
 def graphed(sampler: Sampler, cfg: SamplerConfig | None = None, **kw) -> GraphedDecoder | GraphedAR:
     """The graphed decoder for the sampler's model: GraphedAR for a causal model, else GraphedDecoder."""
     return (GraphedAR if sampler.model.cfg.causal else GraphedDecoder)(sampler, cfg, **kw)
-
-
-def time_steps(dec: GraphedDecoder | GraphedAR, context: int, n: int = 50) -> float:
-    """Device milliseconds per step, back to back (CUDA events; wall clock on CPU), at `context`
-    cached tokens, on scratch state (what runs is the same graph whatever the tokens)."""
-    dec._capture()
-    with torch.no_grad():
-        def reset():  # no live block (b_eff = 0): the context stays put, the work per step is the same
-            dec._scratch_state()
-            if isinstance(dec, GraphedDecoder):
-                dec._set_block(0, 0, 0)
-            dec.cache.pos.fill_(max(1, min(context, dec.max_seq_len - 1)))
-
-        reset()
-        for _ in range(3):
-            dec._run_step()
-        reset()
-        if dec.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            for _ in range(n):
-                dec._run_step()
-            end.record()
-            end.synchronize()
-            ms = start.elapsed_time(end) / n
-        else:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                dec._run_step()
-            ms = (time.perf_counter() - t0) * 1000 / n
-        dec.cache.reset()
-        return ms

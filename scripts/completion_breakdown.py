@@ -17,7 +17,8 @@ import time
 import torch
 
 from dllm_ls.diffusion_core.checkpoint import default_checkpoint, load_checkpoint
-from dllm_ls.diffusion_core.graphed import graphed, time_steps
+from dllm_ls.diffusion_core.graphed import graphed
+from dllm_ls.trainer.step_floor import time_steps
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 from dllm_ls.trainer.humaneval import q1_tasks, q2_tasks, subsample
 

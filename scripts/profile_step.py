@@ -14,7 +14,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from dllm_ls.diffusion_core.checkpoint import default_checkpoint, load_checkpoint
-from dllm_ls.diffusion_core.graphed import graphed, time_steps
+from dllm_ls.diffusion_core.graphed import graphed
+from dllm_ls.trainer.step_floor import time_steps
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 
 model, tok = load_checkpoint(default_checkpoint(), "cuda")

@@ -10,7 +10,8 @@ import torch
 from dllm_ls.cli import main
 from dllm_ls.diffusion_core.checkpoint import save_checkpoint
 from dllm_ls.diffusion_core.model import ModelConfig, Transformer
-from dllm_ls.trainer.bench_speed import settings_order, speedup, step_floor
+from dllm_ls.trainer.bench_speed import settings_order, speedup
+from dllm_ls.trainer.step_floor import step_floor
 
 
 def _row(bench, kind, tps, p, b=1, t=None, impl="graphed"):

@@ -20,24 +20,16 @@ from dllm_ls.diffusion_core import sampler as sampler_mod
 from dllm_ls.diffusion_core.checkpoint import load_checkpoint, resolve_checkpoint
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 
+from _timing import time_into  # scripts/_timing.py
+
 
 def main() -> None:
     torch.set_num_threads(1)
     model, tok = load_checkpoint(resolve_checkpoint(None), device="cpu")
     s = Sampler(model, tok, SamplerConfig.for_server())
     spent = {"forward": 0.0, "advance": 0.0}
-
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] += time.perf_counter() - t
-        return wrapper
-
-    model.step = timed("forward", model.step)
-    sampler_mod.DecodeState.advance = timed("advance", sampler_mod.DecodeState.advance)
+    time_into(spent, "forward", model, "step")
+    time_into(spent, "advance", sampler_mod.DecodeState, "advance")
     host, adv, outs = [], [], []
     for mod in (argparse, json, ast):
         src = open(mod.__file__, encoding="utf-8").read()

@@ -24,6 +24,8 @@ from dllm_ls.diffusion_core.checkpoint import load_checkpoint, resolve_checkpoin
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 from dllm_ls.lsp_server.bench import file_tasks
 
+from _timing import time_into  # scripts/_timing.py
+
 PHASES = ("next_inputs", "step", "advance", "guard", "text", "stops", "begin", "result")
 
 
@@ -40,26 +42,14 @@ def main() -> None:
     s = Sampler(model, tok, SamplerConfig.for_server())
     graphed = s.use_cuda_graph() if args.device == "cuda" else False
     spent = dict.fromkeys(PHASES, 0.0)
-
-    def timed(name, owner, attr):
-        fn = getattr(owner, attr)
-
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] += time.perf_counter() - t
-        setattr(owner, attr, wrapper)
-
-    timed("next_inputs", sampler_mod.DecodeState, "next_inputs")
-    timed("step", Sampler, "step")
-    timed("advance", sampler_mod.DecodeState, "advance")
-    timed("guard", guard_mod.SyntaxGuard, "check")
-    timed("text", Sampler, "_text")
-    timed("stops", sampler_mod, "find_stop")
-    timed("begin", Sampler, "begin")
-    timed("result", sampler_mod.DecodeState, "result")
+    time_into(spent, "next_inputs", sampler_mod.DecodeState, "next_inputs")
+    time_into(spent, "step", Sampler, "step")
+    time_into(spent, "advance", sampler_mod.DecodeState, "advance")
+    time_into(spent, "guard", guard_mod.SyntaxGuard, "check")
+    time_into(spent, "text", Sampler, "_text")
+    time_into(spent, "stops", sampler_mod, "find_stop")
+    time_into(spent, "begin", Sampler, "begin")
+    time_into(spent, "result", sampler_mod.DecodeState, "result")
     rows, prof = [], cProfile.Profile()
     for t in file_tasks(args.limit, seed=0):
         cache = s.new_cache()

@@ -242,11 +242,7 @@ class SyntaxGuard:
         if new == old:
             return False
         t0 = time.perf_counter()
-        cp = 0  # the edit: old[cp:] replaced by new[cp:] (at the end of the common prefix)
-        for a, b in zip(old, new):
-            if a != b:
-                break
-            cp += 1
+        cp = _common_prefix(old, new)  # the edit: old[cp:] replaced by new[cp:]
         at = len(self._pre) + cp
         old_end, new_end = len(self._pre) + len(old), len(self._pre) + len(new)
         tree = self.tree.copy()

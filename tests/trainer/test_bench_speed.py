@@ -46,6 +46,21 @@ def test_at_the_pass_floor_edit_similarity_decides():
     assert s["speedup"] == pytest.approx(5.0) and (s["edit_sim"], s["ar_edit_sim"]) == (0.395, 0.40)
 
 
+def test_syntax_validity_decides_too():
+    """Edit similarity rewards broken code that shares characters with the held-out text
+    (`closest_ = = =((([elem,222]))`): a setting must also be within a point of AR's syntax
+    validity, and the most accurate setting is then the one that parses most often."""
+    ar = {**_row("Q2", "ar", 100.0, 0.0), "edit_sim": 0.285, "syntax_valid": 0.445}
+    fast = {**_row("Q2", "diffusion", 745.0, 0.0, 32, 0.15), "edit_sim": 0.289, "syntax_valid": 0.08}
+    careful = {**_row("Q2", "diffusion", 241.0, 0.0, 32, 0.9), "edit_sim": 0.234, "syntax_valid": 0.34}
+    s = speedup([ar, fast, careful], "Q2")
+    assert s["speedup"] is None
+    assert s["closest"]["threshold"] == 0.9 and s["closest"]["speedup"] == pytest.approx(2.41)
+    assert (s["closest"]["syntax_valid"], s["closest"]["ar_syntax_valid"]) == (0.34, 0.445)
+    ok = {**fast, "syntax_valid": 0.44}  # within a point on all three: it qualifies
+    assert speedup([ar, ok, careful], "Q2")["speedup"] == pytest.approx(7.45)
+
+
 def test_edit_similarity():
     from dllm_ls.trainer.eval import edit_similarity
 
@@ -122,6 +137,20 @@ def test_bench_speed_smoke_on_cpu(tmp_path, tiny_checkpoint, ar_checkpoint, caps
     assert png.stat().st_size > 1000
     out = capsys.readouterr().out
     assert "S1.step_time_over_floor" in out
+    assert all(0.0 <= r["syntax_valid"] <= 1.0 and all(isinstance(row["syntax_valid"], bool) for row in r["rows"])
+               for r in rep["results"])
+
+    # --rescore: the same rows scored again with no model, the same figures
+    again = tmp_path / "again.json"
+    assert main(["bench", "speed", "--rescore", str(report), "--json", str(again), "--quiet"]) == 0
+    assert {k: v["value"] for k, v in json.loads(again.read_text()).items()} == \
+        {k: v["value"] for k, v in figures.items()}
+    assert "S1.speedup_multi_line" in capsys.readouterr().out
+    # a report that is not one: a clear error, no traceback
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"results": [')
+    assert main(["bench", "speed", "--rescore", str(bad)]) == 2
+    assert "not a bench speed report" in capsys.readouterr().err
 
 
 def test_a_causal_checkpoint_as_the_diffusion_model_is_refused(tmp_path, ar_checkpoint, capsys):

@@ -92,7 +92,7 @@ class Trace:
 @dataclass
 class Completion:
     text: str
-    stop: str  # "eos", "eol", "dedent", "brackets", "suffix", "max_tokens"
+    stop: str  # "eos", "eol", "dedent", "brackets", "suffix", "repeat", "max_tokens"
     trace: Trace
 
 

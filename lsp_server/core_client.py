@@ -74,7 +74,7 @@ class CompletionRequest:
 class CompletionResult:
     id: int
     text: str  # LF line endings, before the server's post-processing
-    stop: str  # why it ended: "eos", "eol", "dedent", "brackets", "suffix", "max_tokens"
+    stop: str  # why it ended: "eos", "eol", "dedent", "brackets", "suffix", "repeat", "max_tokens"
     steps: int = 0  # model forward passes
     tokens: int = 0  # tokens committed
     prompt_tokens: int = 0

@@ -177,6 +177,17 @@ def test_block_mode_stops_at_dedent(tokenizer):
     assert out.text == "if x:\n        y = 1\n    z = 2" and out.stop == "dedent"
 
 
+def test_block_mode_stops_a_loop_of_one_line(tokenizer):
+    """The model repeats a line: the completion keeps the first and ends (stop "repeat"), for the
+    diffusion sampler and the AR path alike, without running to max_tokens."""
+    loop = "d -= 1\n" + "    d -= 1\n" * 12
+    for causal in (False, True):
+        s = scripted(tokenizer, loop, block_size=8, causal=causal, eos=False)
+        out = s.complete("def f(d):\n    ", "", mode="block")
+        assert out.text == "d -= 1" and out.stop == "repeat"
+        assert out.trace.tokens < len(tokenizer.encode(loop)) // 2
+
+
 def test_block_mode_after_header_stops_at_same_indent(tokenizer):
     body = "\n    return 1\ndef g():\n    pass\n"
     out = scripted(tokenizer, body).complete("def f():", "", mode="block")

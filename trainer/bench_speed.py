@@ -27,8 +27,8 @@ kernels a step launches (torch.profiler) and the in-graph cost per kernel (a gra
 kernels), so the gap can be read (trainer/step_floor.py). `S1.step_time_over_floor` = measured / floor at
 the block size of the multi-line figure (or 32).
 
-`--plot` draws speed vs pass@1 for Q1 and Q2 (Seed Diffusion's Figure 1); `--report` writes every
-row as JSON; `--json` merges the three S1 figures into a results map (docs/results.json format).
+`--plot` draws speed vs pass@1 and vs the parse rate for Q1 and Q2 (Seed Diffusion's Figure 1);
+`--report` writes every row as JSON; `--json` merges the three S1 figures into a results map (docs/results.json format).
 `--budget-s` stops starting new settings after that many seconds (AR and the default setting
 first), so a run on a rented GPU ends in time. Runs on a CPU too (slowly: use a tiny `--limit`).
 `--rescore REPORT` reads an earlier run's `--report` (its completions and test results) and scores
@@ -84,7 +84,8 @@ def add_arguments(sub):
     b.add_argument("--workers", type=int, default=0, help="test programs at once (default: the CPUs)")
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (CPU device)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--plot", default=DEFAULT_PLOT, metavar="PNG", help="Pareto plot ('' for none)")
+    b.add_argument("--plot", metavar="PNG",
+                   help=f"Pareto plot (default {DEFAULT_PLOT}, none with --rescore; '' for none)")
     b.add_argument("--report", metavar="PATH", help="every row and the floor as JSON")
     b.add_argument("--json", metavar="PATH", help="merge S1.* figures into this results map")
     b.add_argument("--rescore", metavar="REPORT", help="score an earlier run's --report again (no model, no GPU)")
@@ -211,45 +212,23 @@ def speedup(results: list[dict], bench: str, points: float = 0.01) -> dict | Non
 # --- plot ------------------------------------------------------------------------------------------
 
 def plot_pareto(results: list[dict], png: str | Path, title: str = "") -> Path:
-    """tokens/s (log) vs pass@1 per benchmark: diffusion settings by block size, AR as a star,
-    the diffusion Pareto front as a line (Seed Diffusion Preview's Figure 1)."""
+    """tokens/s (log) vs pass@1 per benchmark, and below it vs the parse rate: diffusion settings
+    by block size, AR as a star, the diffusion Pareto front as a line (Seed Diffusion Preview's
+    Figure 1)."""
     from .plots import _plt
 
     plt = _plt()
     benches = [b for b in ("Q1", "Q2") if any(r["bench"] == b for r in results)]
-    fig, axes = plt.subplots(1, max(1, len(benches)), figsize=(6 * max(1, len(benches)), 4.3), squeeze=False)
-    for ax, bench in zip(axes[0], benches):
-        rows = [r for r in results if r["bench"] == bench and r["impl"] != "eager"]
-        diff = [r for r in rows if r["kind"] == "diffusion"]
-        sizes = sorted({r["block_size"] for r in diff})
-        cmap = plt.get_cmap("viridis")
-        for i, b in enumerate(sizes):
-            pts = [r for r in diff if r["block_size"] == b]
-            ax.scatter([r["tokens_per_s"] for r in pts], [100 * r["pass_at_1"] for r in pts],
-                       color=cmap(i / max(1, len(sizes) - 1)), label=f"diffusion b={b}", zorder=3)
-            for r in pts:
-                ax.annotate(f"{r['threshold']:g}", (r["tokens_per_s"], 100 * r["pass_at_1"]), fontsize=6,
-                            xytext=(3, 2), textcoords="offset points")
-        front, best = [], -1.0
-        for r in sorted(diff, key=lambda r: -r["tokens_per_s"]):
-            if r["pass_at_1"] > best:
-                front.append(r)
-                best = r["pass_at_1"]
-        if front:
-            front.sort(key=lambda r: r["tokens_per_s"])
-            ax.plot([r["tokens_per_s"] for r in front], [100 * r["pass_at_1"] for r in front], "k--", lw=0.8,
-                    label="diffusion Pareto front", zorder=2)
-        for r in rows:
-            if r["kind"] == "ar":
-                ax.scatter([r["tokens_per_s"]], [100 * r["pass_at_1"]], marker="*", s=180, color="tab:red",
-                           label="AR baseline", zorder=4)
-        ax.set_xscale("log")
-        ax.set_xlabel("decode tokens/s (batch 1)")
-        ax.set_ylabel("pass@1 (%)")
-        kind = "single line" if bench == "Q1" else "multi-line"
-        ax.set_title(f"{bench} ({kind}), {len(rows[0]['rows']) if rows else 0} tasks")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    metrics = [("pass_at_1", "pass@1 (%)"), ("syntax_valid", "parses with the completion (%)")]
+    metrics = [m for m in metrics if all(m[0] in r for r in results)]
+    cols = max(1, len(benches))
+    fig, axes = plt.subplots(len(metrics), cols, figsize=(6 * cols, 4.3 * len(metrics)), squeeze=False)
+    for row_axes, (key, label) in zip(axes, metrics):
+        for ax, bench in zip(row_axes, benches):
+            _pareto_panel(plt, ax, [r for r in results if r["bench"] == bench and r["impl"] != "eager"], key, label)
+            kind = "single line" if bench == "Q1" else "multi-line"
+            n = next((len(r["rows"]) for r in results if r["bench"] == bench), 0)
+            ax.set_title(f"{bench} ({kind}), {n} tasks")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -258,6 +237,37 @@ def plot_pareto(results: list[dict], png: str | Path, title: str = "") -> Path:
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
+
+
+def _pareto_panel(plt, ax, rows: list[dict], key: str, label: str):
+    diff = [r for r in rows if r["kind"] == "diffusion"]
+    sizes = sorted({r["block_size"] for r in diff})
+    cmap = plt.get_cmap("viridis")
+    for i, b in enumerate(sizes):
+        pts = [r for r in diff if r["block_size"] == b]
+        ax.scatter([r["tokens_per_s"] for r in pts], [100 * r[key] for r in pts],
+                   color=cmap(i / max(1, len(sizes) - 1)), label=f"diffusion b={b}", zorder=3)
+        for r in pts:
+            ax.annotate(f"{r['threshold']:g}", (r["tokens_per_s"], 100 * r[key]), fontsize=6,
+                        xytext=(3, 2), textcoords="offset points")
+    front, best = [], -1.0
+    for r in sorted(diff, key=lambda r: -r["tokens_per_s"]):
+        if r[key] > best:
+            front.append(r)
+            best = r[key]
+    if front:
+        front.sort(key=lambda r: r["tokens_per_s"])
+        ax.plot([r["tokens_per_s"] for r in front], [100 * r[key] for r in front], "k--", lw=0.8,
+                label="diffusion Pareto front", zorder=2)
+    for r in rows:
+        if r["kind"] == "ar":
+            ax.scatter([r["tokens_per_s"]], [100 * r[key]], marker="*", s=180, color="tab:red",
+                       label="AR baseline", zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("decode tokens/s (batch 1)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -420,9 +430,9 @@ def run(args) -> int:
               "results": results}
     if args.report:
         _write_json(args.report, report)
-    if args.plot:
-        png = plot_pareto(results, args.plot, title=f"S1 on {report['machine']}")
-        say(f"S1: plot {png}")
+    plot = DEFAULT_PLOT if args.plot is None else args.plot
+    if plot:
+        say(f"S1: plot {plot_pareto(results, plot, title='S1 on ' + report['machine'])}")
     _put_figures(args, figures, report["machine"])
     return 0
 
@@ -482,6 +492,8 @@ def rescore(args) -> int:
     report.update(speedup_multi_line=multi, speedup_single_line=single, figures={k: v[0] for k, v in figures.items()})
     if args.report:
         _write_json(args.report, report)
+    if args.plot:
+        say(f"S1: plot {plot_pareto(results, args.plot, title='S1 on ' + report['machine'] + ' (rescored)')}")
     _put_figures(args, figures, report["machine"])
     return 0
 

@@ -20,7 +20,7 @@ import torch
 from ..kernels import use_triton
 from .kv_cache import KVCache, common_prefix_len
 from .prompt import MAX_HEAD_TOKENS, PromptWindow, build_healed_prompt
-from .stops import StopContext, find_stop
+from .stops import StopContext, find_stop, statement_boundary
 from .tokenizer import Tokenizer
 
 RULES = ("threshold", "factor")
@@ -275,6 +275,9 @@ class Sampler:
         if stop is None or stop[1] == "eos":  # the text is complete: apply the stops that wait for it
             reason = "max_tokens" if stop is None else "eos"
             stop = find_stop(text, ctx, final=True) or (len(text), reason)
+            if stop[1] == "max_tokens" and ctx.mode == "block":
+                # out of tokens mid-statement: the editor gets the statements that are whole
+                stop = (statement_boundary(text), "max_tokens")
         text = text[: stop[0]]
         if text.strip():  # trailing blank lines and spaces are noise in an editor
             text = text.rstrip()

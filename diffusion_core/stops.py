@@ -115,6 +115,49 @@ def _brackets_stop(text: str, ctx: StopContext) -> int | None:
     return next((i for i in unmatched_closers(text) if lead.startswith(text[i])), None)
 
 
+def statement_boundary(text: str) -> int:
+    """The length of the longest prefix of `text` that ends at a statement boundary: after a line
+    break, outside brackets and strings opened in `text`, after a line that does not ask for a
+    continuation (ending with `:`, `,`, `\\` or an opening bracket, or starting with `@`). 0 when
+    there is none. The syntax guard judges text up to it; a multi-line completion that runs out
+    of tokens is cut there (`Sampler._cut`)."""
+    depth, quote, best = 0, "", 0
+    first = last = ""  # the line's first and last significant characters (outside comments)
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 2
+                continue
+            if text.startswith(quote, i):
+                i += len(quote)
+                last, quote = quote[0], ""
+                continue
+            if c != "\n" or len(quote) == 3:
+                i += 1
+                continue
+            quote = ""  # an unterminated one-line string ends at the line break (tree-sitter judges it)
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j == -1 else j
+            continue
+        if c in "'\"":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            first = first or c
+            i += len(quote)
+            continue
+        if c == "\n":
+            if depth <= 0 and last not in (":", ",", "\\", "(", "[", "{") and first != "@":
+                best = i + 1
+            first = last = ""
+        elif not c.isspace():
+            first, last = first or c, c
+            depth += (c in OPEN) - (c in CLOSE)
+        i += 1
+    return best
+
+
 def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, str] | None:
     """The earliest (cut index, reason) in the generated `text`, or None.
 

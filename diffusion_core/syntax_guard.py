@@ -49,11 +49,11 @@ import threading
 import time
 from functools import lru_cache
 
+from .stops import statement_boundary
+
 GUARDED_LANGUAGES = frozenset({"python"})
 WINDOW_BEFORE = 4_000
 WINDOW_AFTER = 2_000
-
-_OPEN, _CLOSE = "([{", ")]}"
 
 
 @lru_cache(maxsize=1)
@@ -84,47 +84,6 @@ def window(prefix: str, suffix: str, before: int = WINDOW_BEFORE, after: int = W
         cut = suffix.rfind("\n", 0, after)
         suffix = suffix[:cut + 1] if cut > 0 else suffix[:after]
     return prefix, suffix
-
-
-def statement_boundary(text: str) -> int:
-    """The length of the longest prefix of `text` that ends at a statement boundary (see the module
-    docstring): after a line break, outside brackets and strings opened in `text`, after a line
-    that does not ask for a continuation. 0 when there is none."""
-    depth, quote, best = 0, "", 0
-    first = last = ""  # the line's first and last significant characters (outside comments)
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if text.startswith(quote, i):
-                i += len(quote)
-                last, quote = quote[0], ""
-                continue
-            if c != "\n" or len(quote) == 3:
-                i += 1
-                continue
-            quote = ""  # an unterminated one-line string ends at the line break (tree-sitter judges it)
-        if c == "#":
-            j = text.find("\n", i)
-            i = n if j == -1 else j
-            continue
-        if c in "'\"":
-            quote = c * 3 if text.startswith(c * 3, i) else c
-            first = first or c
-            i += len(quote)
-            continue
-        if c == "\n":
-            if depth <= 0 and last not in (":", ",", "\\", "(", "[", "{") and first != "@":
-                best = i + 1
-            first = last = ""
-        elif not c.isspace():
-            first, last = first or c, c
-            depth += (c in _OPEN) - (c in _CLOSE)
-        i += 1
-    return best
 
 
 def _point(data: bytes) -> tuple[int, int]:

@@ -188,6 +188,19 @@ def test_block_mode_stops_a_loop_of_one_line(tokenizer):
         assert out.trace.tokens < len(tokenizer.encode(loop)) // 2
 
 
+def test_block_mode_out_of_tokens_keeps_whole_statements(tokenizer):
+    """A multi-line completion that runs out of tokens mid-statement ends at its last whole
+    statement, for the diffusion sampler and the AR path alike; a line completion keeps its text."""
+    body = "total = 0\n    for x in xs:\n        total += x\n    return compute(total, " + "x, " * 40
+    for causal in (False, True):
+        s = scripted(tokenizer, body, block_size=8, causal=causal, eos=False)
+        out = s.complete("def f(xs):\n    ", "", mode="block")
+        assert out.stop == "max_tokens" and out.trace.tokens == 64
+        assert out.text == "total = 0\n    for x in xs:\n        total += x"
+    out = scripted(tokenizer, "compute(" + "x, " * 70, eos=False).complete("y = ", "", mode="line")
+    assert out.stop == "max_tokens" and out.text.startswith("compute(x, x,")
+
+
 def test_block_mode_after_header_stops_at_same_indent(tokenizer):
     body = "\n    return 1\ndef g():\n    pass\n"
     out = scripted(tokenizer, body).complete("def f():", "", mode="block")

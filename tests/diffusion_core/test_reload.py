@@ -21,7 +21,7 @@ PREFIX = "def mean(xs):\n    total = 0\n    for x in xs:\n        "
 
 def cold(model, tokenizer):
     s = Sampler(model, tokenizer, SamplerConfig.for_server())  # the core's decoder
-    return s.complete(PREFIX, mode="block", cfg=dataclasses.replace(s.cfg, max_tokens=16))
+    return s.complete(PREFIX, mode="line", cfg=dataclasses.replace(s.cfg, max_tokens=16))
 
 
 def wait_for(cond, timeout=10):
@@ -39,7 +39,7 @@ def test_hot_reload_swaps_a_valid_checkpoint_and_refuses_a_broken_one(tiny_check
     owner = object()
 
     def ask(i):
-        return service.submit({"uri": "file:///a.py", "prefix": PREFIX, "mode": "block", "max_tokens": 16},
+        return service.submit({"uri": "file:///a.py", "prefix": PREFIX, "mode": "line", "max_tokens": 16},
                               owner, i).result(10)
     try:
         wait_for(lambda: service.health()["state"] == "ready")

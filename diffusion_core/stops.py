@@ -14,8 +14,9 @@ request early. `find_stop` returns the earliest cut.
               non-blank line, or (when final) the current line ending with the rest of the
               cursor's line;
 - "repeat":   multi-line mode: the same non-blank line (indentation included) REPEAT_LINES times
-              in a row, blank lines between them not counting: a model in a loop
-              (`current_depth -= 1` a dozen times). The text is cut after the first of them.
+              in a row, or the same block of up to REPEAT_BLOCK such lines, blank lines between
+              them not counting: a model in a loop (`current_depth -= 1` a dozen times, or
+              `if x:` / `return False` over and over). The text is cut after the first copy.
 
 A stop's cut never moves once the text that decides it is there: later text can only add an
 earlier cut of another kind.
@@ -29,8 +30,10 @@ from functools import lru_cache
 
 OPEN, CLOSE = "([{", ")]}"
 # 3 identical lines in a row: 50 of 200 Q2 completions of the shipped model at threshold 0.9 (AR
-# twin: 19), 34 of 3,000 stdlib files anywhere in them (docs/results.md, session 20)
+# twin: 19), 34 of 3,000 stdlib files anywhere in them (docs/results.md, session 20); 3 copies of
+# a block of 2-4 lines: 57 of 200 (AR twin: 59), 3 of 3,000 files (session 21)
 REPEAT_LINES = 3
+REPEAT_BLOCK = 4
 PAIR = dict(zip(CLOSE, OPEN))
 
 
@@ -158,6 +161,16 @@ def statement_boundary(text: str) -> int:
     return best
 
 
+def _repeat_start(keys: list[str]) -> int | None:
+    """If the last lines of `keys` are REPEAT_LINES copies in a row of one block of 1 to
+    REPEAT_BLOCK lines: the index of the first copy's last line."""
+    for k in range(1, REPEAT_BLOCK + 1):
+        n = k * REPEAT_LINES
+        if len(keys) >= n and all(keys[-n + j] == keys[-n + j % k] for j in range(k, n)):
+            return len(keys) - n + k - 1
+    return None
+
+
 def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, str] | None:
     """The earliest (cut index, reason) in the generated `text`, or None.
 
@@ -176,17 +189,20 @@ def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, st
     base = indent_width(first_full)
     opener = False
     seen_content = bool(lines[0].strip())
-    rep_line, rep_run, rep_end = None, 0, 0  # the last non-blank complete line, its run, its first's end
+    keys: list[str] = []  # the non-blank complete lines so far (the cursor's line with its prefix)
+    ends: list[int] = []  # where each of them ends in `text`
+    repeat = None
     for n, line in enumerate(lines):
         complete = n < len(lines) - 1 or final
         if ctx.mode != "line" and complete and line.strip():
-            key = (first_full if n == 0 else line).rstrip()  # the cursor's line with what precedes it
-            if key == rep_line:
-                rep_run += 1
-                if rep_run == REPEAT_LINES:
-                    cuts.append((rep_end, "repeat"))
-            else:
-                rep_line, rep_run, rep_end = key, 1, offset + len(line.rstrip())
+            keys.append((first_full if n == 0 else line).rstrip())
+            ends.append(offset + len(line.rstrip()))
+            if repeat is None and (i := _repeat_start(keys)) is not None:
+                # the first copy, taken on to a whole statement: a copy may start mid-statement
+                # (`return False` / `if x:`, over and over)
+                while i < len(ends) - 1 and statement_boundary(text[:ends[i]] + "\n") <= ends[i]:
+                    i += 1
+                repeat = ends[i]
         if n == 0:
             if ctx.mode == "line" and seen_content and n < len(lines) - 1:
                 cuts.append((len(line), "eol"))
@@ -216,4 +232,6 @@ def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, st
                     cuts.append((offset - 1, "dedent"))
                 seen_content = True
         offset += len(line) + 1
+    if repeat is not None:
+        cuts.append((repeat, "repeat"))
     return min(cuts) if cuts else None

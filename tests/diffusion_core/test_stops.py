@@ -55,6 +55,28 @@ def test_a_line_three_times_in_a_row_is_a_loop():
     assert stop("d = 1\nd = 1\nd = 1\nd = 1\n", **ctx) == (5, "dedent")
 
 
+def test_a_block_three_times_in_a_row_is_a_loop():
+    ctx = dict(prefix="def f(xs):\n    ", mode="block")
+    block = "if x:\n        return False\n    "
+    assert stop(block * 3, **ctx) == (len("if x:\n        return False"), "repeat")  # cut after the first copy
+    assert stop(block * 2 + "return True\n", **ctx) is None  # twice is code
+    # three lines, blank lines between copies not counting
+    three = "a = f(a)\n    b = g(b)\n    c = h(c)\n\n    "
+    assert stop("x = 0\n    " + three * 3, **ctx) == (len("x = 0\n    a = f(a)\n    b = g(b)\n    c = h(c)"), "repeat")
+    # alike but not the same: code, not a loop
+    assert stop("".join(f"if x == {i}:\n        return {i}\n    " for i in range(4)), **ctx) is None
+    # blocks of more than REPEAT_BLOCK lines are left alone
+    five = "".join(f"v{i} = {i}\n    " for i in range(5))
+    assert stop(five * 3, **ctx) is None
+    # a copy that starts mid-statement is taken on to the statement's end
+    near = "if y:\n        return True\n    " + "if x:\n        return False\n    " * 3
+    want = "if y:\n        return True\n    if x:\n        return False"
+    assert stop(near, **ctx) == (len(want), "repeat")
+    # the earliest loop decides: once a cut is found, later text does not move it
+    text = block * 3 + "y = 1\n    " * 3
+    assert stop(text, **ctx) == stop(block * 3, **ctx)
+
+
 def test_auto_mode():
     assert auto_mode("def f():\n    ", "\n") == "block"
     assert auto_mode("def f():", "\n") == "block"

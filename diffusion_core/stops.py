@@ -166,7 +166,7 @@ def _repeat_start(keys: list[str]) -> int | None:
     REPEAT_BLOCK lines: the index of the first copy's last line."""
     for k in range(1, REPEAT_BLOCK + 1):
         n = k * REPEAT_LINES
-        if len(keys) >= n and all(keys[-n + j] == keys[-n + j % k] for j in range(k, n)):
+        if len(keys) >= n and keys[-1] == keys[-1 - k] and keys[-n:-k] == keys[-n + k:]:
             return len(keys) - n + k - 1
     return None
 

@@ -276,8 +276,9 @@ class Sampler:
             reason = "max_tokens" if stop is None else "eos"
             stop = find_stop(text, ctx, final=True) or (len(text), reason)
             if stop[1] == "max_tokens" and ctx.mode == "block":
-                # out of tokens mid-statement: the editor gets the statements that are whole
-                stop = (statement_boundary(text), "max_tokens")
+                # out of tokens mid-statement: the editor gets the statements that are whole, or
+                # with none (the entries of a literal the prefix opened: `'a': 1,`) the whole lines
+                stop = (statement_boundary(text) or text.rfind("\n") + 1, "max_tokens")
         text = text[: stop[0]]
         if text.strip():  # trailing blank lines and spaces are noise in an editor
             text = text.rstrip()

@@ -19,7 +19,8 @@ import gzip
 import json
 import sys
 
-from dllm_ls.diffusion_core.stops import StopContext, find_stop, statement_boundary
+from dllm_ls.diffusion_core.sampler import Sampler
+from dllm_ls.diffusion_core.stops import StopContext
 from dllm_ls.trainer.eval import edit_similarity, syntax_valid
 from dllm_ls.trainer.humaneval import q2_tasks
 
@@ -42,13 +43,10 @@ def settings(report: dict):
 
 
 def cut(task, text: str, stop: str) -> str:
-    """The text as today's decoders would have given it."""
-    found = find_stop(text, StopContext.from_text("block", task.prefix, task.suffix), final=True)
-    if found is not None:
-        return text[:found[0]].rstrip()
-    if stop == "max_tokens":
-        return text[:statement_boundary(text)].rstrip()
-    return text
+    """The text as today's decoders would have given it (`Sampler._cut`: the stops that wait for a
+    final text, and the cut at the token limit)."""
+    ctx = StopContext.from_text("block", task.prefix, task.suffix)
+    return Sampler._cut(None if stop == "max_tokens" else (len(text), "eos"), text, ctx)[1]
 
 
 def main(paths: list[str]) -> int:

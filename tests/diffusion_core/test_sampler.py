@@ -197,6 +197,11 @@ def test_block_mode_out_of_tokens_keeps_whole_statements(tokenizer):
         out = s.complete("def f(xs):\n    ", "", mode="block")
         assert out.stop == "max_tokens" and out.trace.tokens == 64
         assert out.text == "total = 0\n    for x in xs:\n        total += x"
+    # no whole statement: the entries of a literal the prefix opened keep their whole lines
+    entries = "".join(f"    'k{i}': {i},\n" for i in range(40))
+    out = scripted(tokenizer, entries, eos=False).complete("table = {\n", "}\n", mode="block")
+    assert out.stop == "max_tokens" and out.text.endswith(",") and "\n" in out.text
+    assert (out.text + "\n").splitlines() == [ln for ln in entries.splitlines()][:out.text.count("\n") + 1]
     out = scripted(tokenizer, "compute(" + "x, " * 70, eos=False).complete("y = ", "", mode="line")
     assert out.stop == "max_tokens" and out.text.startswith("compute(x, x,")
 

@@ -201,7 +201,7 @@ def test_block_mode_out_of_tokens_keeps_whole_statements(tokenizer):
     entries = "".join(f"    'k{i}': {i},\n" for i in range(40))
     out = scripted(tokenizer, entries, eos=False).complete("table = {\n", "}\n", mode="block")
     assert out.stop == "max_tokens" and out.text.endswith(",") and "\n" in out.text
-    assert (out.text + "\n").splitlines() == [ln for ln in entries.splitlines()][:out.text.count("\n") + 1]
+    assert out.text.splitlines() == entries.splitlines()[:out.text.count("\n") + 1]
     out = scripted(tokenizer, "compute(" + "x, " * 70, eos=False).complete("y = ", "", mode="line")
     assert out.stop == "max_tokens" and out.text.startswith("compute(x, x,")
 

@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from dllm_ls.diffusion_core.model import ModelConfig
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
-from dllm_ls.diffusion_core.syntax_guard import SyntaxGuard, statement_boundary
+from dllm_ls.diffusion_core.stops import statement_boundary
+from dllm_ls.diffusion_core.syntax_guard import SyntaxGuard
 
 from .scripted import ScriptedModel
 

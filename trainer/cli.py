@@ -100,7 +100,8 @@ def add_arguments(p: argparse.ArgumentParser):
     t.add_argument("--no-compile", action="store_true", help="CUDA: no torch.compile / FlexAttention (SDPA)")
     t.add_argument("--workers", type=int, default=-1, help="data-loader processes per GPU (-1: auto)")
     t.add_argument("--peak-flops", type=float, default=989e12, help="per-device peak for MFU (H100 bf16 dense)")
-    t.add_argument("--export-dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
+    t.add_argument("--export-dtype", choices=("bf16", "fp16", "fp32", "int8"), default="bf16",
+                   help="int8: each matrix as int8 with per-row scales (half of bf16's bytes), norms in bf16")
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default; --smoke: 1)")
     t.add_argument("--no-progress", action="store_true")
@@ -299,7 +300,7 @@ def _run(args, dist) -> int:
             shift = mcfg.causal if args.shift is None else args.shift
         mcfg = dataclasses.replace(mcfg, causal=args.ar, shift=shift and not args.ar)
     else:
-        mcfg = model_config(args, tok.vocab_size, 4 if args.export_dtype == "fp32" else 2)
+        mcfg = model_config(args, tok.vocab_size, {"fp32": 4, "int8": 1}.get(args.export_dtype, 2))
     run_dir = Path(args.out) / (args.name or ("ar" if args.ar else "diffusion"))
     log(f"model: {mcfg.n_params() / 1e6:.2f}M parameters (dim {mcfg.dim}, {mcfg.n_layer} layers, "
         f"{mcfg.n_head} heads, vocab {mcfg.vocab_size}, seq {args.seq_len}) -> {run_dir}")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .train import TrainConfig
 
 EXPORT_MAX_BYTES = 32 * 1024 * 1024
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8}
 
 
 @dataclass

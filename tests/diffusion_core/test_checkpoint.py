@@ -30,6 +30,54 @@ def test_bf16_export_loads(tmp_path, tiny_model, tokenizer):
     assert (tmp_path / "model.safetensors").stat().st_size < 0.6 * tiny_model.cfg.n_params() * 4
 
 
+def test_int8_export_stores_matrices_as_int8_rows_and_loads_close(tmp_path, tiny_model, tokenizer):
+    save_checkpoint(tmp_path, tiny_model, tokenizer, dtype=torch.int8)
+    from safetensors.torch import load_file
+
+    raw = load_file(str(tmp_path / "model.safetensors"))
+    for k, w in tiny_model.state_dict().items():
+        if w.ndim == 2:  # every matrix: int8 with one scale a row, within half a step of the weights
+            assert raw[k].dtype == torch.int8 and raw[k + ck.SCALE].shape == (w.shape[0],)
+            err = (raw[k].float() * raw[k + ck.SCALE][:, None] - w).abs()
+            assert (err <= raw[k + ck.SCALE][:, None] / 2 + 1e-7).all(), k
+        else:
+            assert raw[k].dtype == torch.bfloat16 and k + ck.SCALE not in raw
+    model, _ = load_checkpoint(tmp_path)
+    assert next(model.parameters()).dtype == torch.float32
+    idx, pos = torch.randint(6, 500, (1, 12)), torch.arange(12)[None]
+    with torch.no_grad():
+        a, b = model(idx, pos), tiny_model(idx, pos)
+    assert (a - b).abs().max() < 0.05 * b.abs().max()
+    bf16 = tmp_path / "bf16"
+    save_checkpoint(bf16, tiny_model, tokenizer, dtype=torch.bfloat16)
+    assert (tmp_path / "model.safetensors").stat().st_size < 0.6 * (bf16 / "model.safetensors").stat().st_size
+
+
+def test_quantize_rows_keeps_zero_rows_and_extremes():
+    w = torch.tensor([[0.0, 0.0], [1.0, -0.5], [-3.0, 3.0]])
+    q, scale = ck.quantize_rows(w)
+    assert q.tolist() == [[0, 0], [127, -64], [-127, 127]]  # -63.5 rounds to even
+    torch.testing.assert_close(q.float() * scale[:, None], w, atol=0.5 * scale.max().item(), rtol=0)
+
+
+@pytest.mark.parametrize("damage_int8,pattern", [
+    (lambda t, k: t.pop(k + ck.SCALE), "int8 tensor .* needs float scales"),
+    (lambda t, k: t.__setitem__(k + ck.SCALE, t[k + ck.SCALE][:-1]), "int8 tensor .* needs float scales"),
+    (lambda t, k: t.__setitem__(k + ck.SCALE, torch.full_like(t[k + ck.SCALE], float("nan"))), "NaN"),
+    (lambda t, k: t.__setitem__("stray" + ck.SCALE, torch.ones(3)), "unexpected tensors"),
+])
+def test_damaged_int8_export_is_refused(tmp_path, tiny_model, tokenizer, damage_int8, pattern):
+    from safetensors.torch import load_file, save_file
+
+    save_checkpoint(tmp_path, tiny_model, tokenizer, dtype=torch.int8)
+    path = tmp_path / "model.safetensors"
+    tensors = load_file(str(path))
+    damage_int8(tensors, next(k for k, v in tensors.items() if v.dtype == torch.int8))
+    save_file(tensors, str(path))
+    with pytest.raises(CheckpointError, match=pattern):
+        load_checkpoint(tmp_path)
+
+
 def damage(ckpt: Path, name: str, data: bytes):
     (ckpt / name).write_bytes(data)
 
@@ -145,3 +193,12 @@ def test_freeze_heap_keeps_old_cycles_collectable():
         assert ref() is None
     finally:
         gc.unfreeze()
+
+
+def test_convert_checkpoint_to_int8_keeps_the_training_metadata(tmp_path, tiny_model, tokenizer):
+    save_checkpoint(tmp_path / "a", tiny_model, tokenizer, extra_config={"trainer": {"steps": 7, "dtype": "fp32"}})
+    ck.convert_checkpoint(tmp_path / "a", tmp_path / "b", torch.int8)
+    _, extra = ck.load_config(tmp_path / "b")
+    assert extra["trainer"] == {"steps": 7, "dtype": "int8"}
+    model, _ = load_checkpoint(tmp_path / "b")
+    assert model.cfg == tiny_model.cfg

@@ -1,0 +1,20 @@
+"""Write a checkpoint again in another dtype: python scripts/convert_export.py SRC DST [--dtype int8].
+
+int8 halves a bf16 export (each matrix int8 with per-row scales, see diffusion_core/checkpoint.py),
+so a model of ~30M parameters fits the package's 32 MB budget.
+"""
+
+import argparse
+
+import torch
+
+from dllm_ls.diffusion_core.checkpoint import convert_checkpoint
+
+DTYPES = {"int8": torch.int8, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("src")
+p.add_argument("dst")
+p.add_argument("--dtype", choices=DTYPES, default="int8")
+a = p.parse_args()
+convert_checkpoint(a.src, a.dst, DTYPES[a.dtype])

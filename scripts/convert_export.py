@@ -6,11 +6,8 @@ so a model of ~30M parameters fits the package's 32 MB budget.
 
 import argparse
 
-import torch
-
 from dllm_ls.diffusion_core.checkpoint import convert_checkpoint
-
-DTYPES = {"int8": torch.int8, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from dllm_ls.trainer.train_checkpoint import DTYPES
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("src")

@@ -134,9 +134,12 @@ def smoke_defaults(args):
         args.threads = 1  # a tiny model gains nothing from more, and spinning threads crawl on a busy CPU
 
 
-def model_config(args, vocab_size: int, bytes_per_param: int):
+def model_config(args, vocab_size: int):
+    """The model of --preset/--dim/--n-layer/--n-head; n_layer None: as many layers as fit --max-mb
+    in the export dtype (an int8 export holds about twice the parameters of a bf16 one)."""
     from ..diffusion_core.model import ModelConfig
 
+    bytes_per_param = {"fp32": 4, "int8": 1}.get(args.export_dtype, 2)
     V = 64 * -(-vocab_size // 64)  # embedding rows rounded up (the sampler bans the padding rows)
     common = dict(vocab_size=V, max_seq_len=args.seq_len, causal=args.ar, shift=bool(args.shift) and not args.ar)
     if args.preset in PRESETS:
@@ -300,7 +303,7 @@ def _run(args, dist) -> int:
             shift = mcfg.causal if args.shift is None else args.shift
         mcfg = dataclasses.replace(mcfg, causal=args.ar, shift=shift and not args.ar)
     else:
-        mcfg = model_config(args, tok.vocab_size, {"fp32": 4, "int8": 1}.get(args.export_dtype, 2))
+        mcfg = model_config(args, tok.vocab_size)
     run_dir = Path(args.out) / (args.name or ("ar" if args.ar else "diffusion"))
     log(f"model: {mcfg.n_params() / 1e6:.2f}M parameters (dim {mcfg.dim}, {mcfg.n_layer} layers, "
         f"{mcfg.n_head} heads, vocab {mcfg.vocab_size}, seq {args.seq_len}) -> {run_dir}")

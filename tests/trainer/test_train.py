@@ -1,5 +1,6 @@
 """The training loop: exact resume, checkpoints without pickle, exports the sampler can use, AR, smoke."""
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from dllm_ls.cli import main as cli_main
 from dllm_ls.diffusion_core.checkpoint import load_checkpoint, load_config
 from dllm_ls.diffusion_core.model import ModelConfig
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
+from dllm_ls.trainer import cli as train_cli
 from dllm_ls.trainer.objectives import validation_loss
 from dllm_ls.trainer.train import TrainConfig, lr_at, train
 
@@ -87,6 +89,22 @@ def test_exports_load_and_decode_with_the_sampler(data, tmp_path):
     v = validation_loss(model, tok, texts[:2], seq_len=64, batch_size=2, n_batches=2)
     assert v["kind"] == "nelbo" and 0 < v["loss"] < 20 and v == validation_loss(model, tok, texts[:2], seq_len=64,
                                                                                  batch_size=2, n_batches=2)
+
+
+def test_an_int8_export_decodes_and_int8_fits_twice_the_layers(data, tmp_path):
+    root, _ = data
+    train(config(root, tmp_path, max_steps=3, export_dtype="int8"))
+    with safe_open(str(tmp_path / "export" / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("tok_emb.weight").dtype == torch.int8 and "tok_emb.weight.scale" in f.keys()
+    assert load_config(tmp_path / "export")[1]["trainer"]["dtype"] == "int8"
+    model, tok = load_checkpoint(tmp_path / "export")
+    c = Sampler(model, tok, SamplerConfig(block_size=8, max_tokens=16)).complete("def f(x):\n", "", mode="block")
+    assert c.trace.steps >= 1
+    p = argparse.ArgumentParser()
+    train_cli.add_arguments(p)
+    layers = {d: train_cli.model_config(p.parse_args(["--out", "x", "--export-dtype", d]), 8192).n_layer
+              for d in ("bf16", "int8")}
+    assert layers["bf16"] == 7 and layers["int8"] >= 2 * layers["bf16"]  # 7: the shipped model's depth
 
 
 def test_ar_flag_trains_a_causal_model_that_decodes_through_extend(data, tmp_path, monkeypatch):

@@ -22,6 +22,8 @@ from .tokenizer import Tokenizer, TokenizerError
 
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
 SCALE = ".scale"  # NAME.scale: the per-row scales of the int8 matrix NAME
+# export dtypes by the name the trainer's --export-dtype and config.json's "trainer" block use
+EXPORT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8}
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default"
 
 
@@ -89,13 +91,14 @@ def save_checkpoint(directory: str | Path, model: Transformer, tokenizer: Tokeni
     _atomic_write(d / CONFIG, lambda p: Path(p).write_text(body))
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype):
-    """Write src's model again in dtype (torch.int8: int8 matrices) into dst, its config's extra keys kept."""
+def convert_checkpoint(src: str | Path, dst: str | Path, dtype: str):
+    """Write src's model again in dtype (an EXPORT_DTYPES name; int8: int8 matrices) into dst, its
+    config's extra keys kept."""
     model, tok = load_checkpoint(src)
     _, extra = load_config(src)
     if isinstance(extra.get("trainer"), dict):
-        extra["trainer"] = {**extra["trainer"], "dtype": str(dtype).removeprefix("torch.")}
-    save_checkpoint(dst, model, tok, dtype=dtype, extra_config=extra)
+        extra["trainer"] = {**extra["trainer"], "dtype": dtype}
+    save_checkpoint(dst, model, tok, dtype=EXPORT_DTYPES[dtype], extra_config=extra)
 
 
 def load_config(directory: str | Path) -> tuple[ModelConfig, dict]:

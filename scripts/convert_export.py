@@ -6,12 +6,11 @@ so a model of ~30M parameters fits the package's 32 MB budget.
 
 import argparse
 
-from dllm_ls.diffusion_core.checkpoint import convert_checkpoint
-from dllm_ls.trainer.train_checkpoint import DTYPES
+from dllm_ls.diffusion_core.checkpoint import EXPORT_DTYPES, convert_checkpoint
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("src")
 p.add_argument("dst")
-p.add_argument("--dtype", choices=DTYPES, default="int8")
+p.add_argument("--dtype", choices=EXPORT_DTYPES, default="int8")
 a = p.parse_args()
-convert_checkpoint(a.src, a.dst, DTYPES[a.dtype])
+convert_checkpoint(a.src, a.dst, a.dtype)

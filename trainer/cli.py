@@ -137,9 +137,10 @@ def smoke_defaults(args):
 def model_config(args, vocab_size: int):
     """The model of --preset/--dim/--n-layer/--n-head; n_layer None: as many layers as fit --max-mb
     in the export dtype (an int8 export holds about twice the parameters of a bf16 one)."""
+    from ..diffusion_core.checkpoint import EXPORT_DTYPES
     from ..diffusion_core.model import ModelConfig
 
-    bytes_per_param = {"fp32": 4, "int8": 1}.get(args.export_dtype, 2)
+    bytes_per_param = EXPORT_DTYPES[args.export_dtype].itemsize
     V = 64 * -(-vocab_size // 64)  # embedding rows rounded up (the sampler bans the padding rows)
     common = dict(vocab_size=V, max_seq_len=args.seq_len, causal=args.ar, shift=bool(args.shift) and not args.ar)
     if args.preset in PRESETS:

@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..diffusion_core.checkpoint import EXPORT_DTYPES
 from ..diffusion_core.model import ModelConfig, Transformer
 from ..diffusion_core.tokenizer import Tokenizer
 from ..errors import DllmError
 from .data import SequenceConfig, SequenceSampler, StepStream, TokenData, make_loader
 from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, eval_batches, evaluate,
                          loss_terms, step_flops)
-from .train_checkpoint import (DTYPES, RunState, export, latest_checkpoint, load_train_checkpoint,
-                               save_train_checkpoint)
+from .train_checkpoint import RunState, export, latest_checkpoint, load_train_checkpoint, save_train_checkpoint
 
 
 class TrainError(DllmError):
@@ -104,8 +104,8 @@ class TrainConfig:
             raise TrainError("give max_steps or max_minutes")
         if self.schedule not in ("cosine", "wsd"):
             raise TrainError(f"schedule must be cosine or wsd, not {self.schedule!r}")
-        if self.export_dtype not in DTYPES:
-            raise TrainError(f"export_dtype must be one of {', '.join(DTYPES)}")
+        if self.export_dtype not in EXPORT_DTYPES:
+            raise TrainError(f"export_dtype must be one of {', '.join(EXPORT_DTYPES)}")
         if not 0.0 <= self.edit_frac < 1.0:
             raise TrainError("edit_frac must be in [0, 1)")
 

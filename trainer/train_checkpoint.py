@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..diffusion_core.checkpoint import save_checkpoint
+from ..diffusion_core.checkpoint import EXPORT_DTYPES, save_checkpoint
 from ..diffusion_core.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from .train import TrainConfig
 
 EXPORT_MAX_BYTES = 32 * 1024 * 1024
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8}
 
 
 @dataclass
@@ -103,7 +102,7 @@ def export(directory: Path, net, tok: Tokenizer, cfg: TrainConfig, state: RunSta
     """The model for inference, in export_dtype; returns the size of model.safetensors in bytes."""
     meta = {"trainer": {"stage": stage, "steps": state.step, "tokens": state.tokens, "ar": cfg.ar,
                         "seq_len": cfg.seq_len, "n_params": net.cfg.n_params(), "dtype": cfg.export_dtype}}
-    save_checkpoint(directory, net, tok, dtype=DTYPES[cfg.export_dtype], extra_config=meta)
+    save_checkpoint(directory, net, tok, dtype=EXPORT_DTYPES[cfg.export_dtype], extra_config=meta)
     size = (directory / "model.safetensors").stat().st_size
     if size > EXPORT_MAX_BYTES:
         print(f"warning: {directory}/model.safetensors is {size / 2**20:.1f} MiB, over the 32 MiB limit")

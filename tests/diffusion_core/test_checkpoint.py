@@ -197,7 +197,7 @@ def test_freeze_heap_keeps_old_cycles_collectable():
 
 def test_convert_checkpoint_to_int8_keeps_the_training_metadata(tmp_path, tiny_model, tokenizer):
     save_checkpoint(tmp_path / "a", tiny_model, tokenizer, extra_config={"trainer": {"steps": 7, "dtype": "fp32"}})
-    ck.convert_checkpoint(tmp_path / "a", tmp_path / "b", torch.int8)
+    ck.convert_checkpoint(tmp_path / "a", tmp_path / "b", "int8")
     _, extra = ck.load_config(tmp_path / "b")
     assert extra["trainer"] == {"steps": 7, "dtype": "int8"}
     model, _ = load_checkpoint(tmp_path / "b")

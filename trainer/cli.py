@@ -100,8 +100,9 @@ def add_arguments(p: argparse.ArgumentParser):
     t.add_argument("--no-compile", action="store_true", help="CUDA: no torch.compile / FlexAttention (SDPA)")
     t.add_argument("--workers", type=int, default=-1, help="data-loader processes per GPU (-1: auto)")
     t.add_argument("--peak-flops", type=float, default=989e12, help="per-device peak for MFU (H100 bf16 dense)")
-    t.add_argument("--export-dtype", choices=("bf16", "fp16", "fp32", "int8"), default="bf16",
-                   help="int8: each matrix as int8 with per-row scales (half of bf16's bytes), norms in bf16")
+    t.add_argument("--export-dtype", choices=("bf16", "fp16", "fp32", "int8"), default=None,
+                   help="int8: each matrix as int8 with per-row scales (half of bf16's bytes), norms in bf16 "
+                        "(default: --init's, else bf16)")
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default; --smoke: 1)")
     t.add_argument("--no-progress", action="store_true")
@@ -140,7 +141,7 @@ def model_config(args, vocab_size: int):
     from ..diffusion_core.checkpoint import EXPORT_DTYPES
     from ..diffusion_core.model import ModelConfig
 
-    bytes_per_param = EXPORT_DTYPES[args.export_dtype].itemsize
+    bytes_per_param = EXPORT_DTYPES[args.export_dtype or "bf16"].itemsize
     V = 64 * -(-vocab_size // 64)  # embedding rows rounded up (the sampler bans the padding rows)
     common = dict(vocab_size=V, max_seq_len=args.seq_len, causal=args.ar, shift=bool(args.shift) and not args.ar)
     if args.preset in PRESETS:
@@ -250,6 +251,8 @@ def run(args) -> int:
         from ..diffusion_core.checkpoint import resolve_checkpoint
 
         args.tokenizer = str(resolve_checkpoint(args.init) / "tokenizer.json")
+    if args.export_dtype is None:  # and its export dtype: an int8 run continued exports int8
+        args.export_dtype = _init_export_dtype(args)
     dist = _dist_init()
     try:
         rc = _run(args, dist)
@@ -267,6 +270,18 @@ def run(args) -> int:
         # exit ("terminate called without an active exception")
         if dist is not None and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _init_export_dtype(args) -> str:
+    """The export dtype that --init (the shipped model for --stage without it) was saved in, bf16
+    for a run from scratch or an export that does not say."""
+    if not (args.stage or args.init):
+        return "bf16"
+    from ..diffusion_core.checkpoint import EXPORT_DTYPES, load_config, resolve_checkpoint
+
+    _, extra = load_config(resolve_checkpoint(args.init))
+    dtype = (extra.get("trainer") or {}).get("dtype")
+    return dtype if dtype in EXPORT_DTYPES else "bf16"
 
 
 def _run(args, dist) -> int:

@@ -203,15 +203,18 @@ def test_smoke_pipeline_end_to_end(tmp_path, capsys):
               "diffusion/export_mask/model.safetensors", "diffusion/loss.png"):
         assert (out / p).is_file(), p
     stamp = (out / "tokenizer.json").stat().st_mtime_ns
-    assert cli_main(["train", "--smoke", "--ar", "--out", str(out), "--max-steps", "6", "--no-progress"]) == 0
+    assert cli_main(["train", "--smoke", "--ar", "--out", str(out), "--max-steps", "6", "--no-progress",
+                     "--export-dtype", "int8"]) == 0
     assert (out / "tokenizer.json").stat().st_mtime_ns == stamp  # stages done once are reused
     assert load_config(out / "ar" / "export")[0].causal
-    # an AR export starts a diffusion run: a shift model by default, which the smoke run decodes
+    assert load_config(out / "diffusion" / "export")[1]["trainer"]["dtype"] == "bf16"  # the default from scratch
+    # an AR export starts a diffusion run: a shift model by default, which the smoke run decodes;
+    # it exports in --init's dtype (int8 here) unless --export-dtype says otherwise
     assert cli_main(["train", "--smoke", "--out", str(out), "--init", str(out / "ar" / "export"), "--name", "adapt",
                      "--max-steps", "3", "--no-progress"]) == 0
     assert "smoke completion" in capsys.readouterr().out
-    cfg = load_config(out / "adapt" / "export")[0]
-    assert cfg.shift and not cfg.causal
+    cfg, extra = load_config(out / "adapt" / "export")
+    assert cfg.shift and not cfg.causal and extra["trainer"]["dtype"] == "int8"
 
 
 def test_data_loader_workers_give_the_same_run(data, tmp_path):

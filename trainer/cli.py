@@ -279,8 +279,8 @@ def _init_export_dtype(args) -> str:
         return "bf16"
     from ..diffusion_core.checkpoint import EXPORT_DTYPES, load_config, resolve_checkpoint
 
-    _, extra = load_config(resolve_checkpoint(args.init))
-    dtype = (extra.get("trainer") or {}).get("dtype")
+    trainer = load_config(resolve_checkpoint(args.init))[1].get("trainer")
+    dtype = trainer.get("dtype") if isinstance(trainer, dict) else None
     return dtype if dtype in EXPORT_DTYPES else "bf16"
 
 

@@ -2,7 +2,8 @@
 
 Block after block: the block starts as `block_size` masks; each step runs one forward over the
 block (with the cached clean tokens), predicts every position, and commits the masked positions
-whose confidence passes the commit rule (always at least one, so steps <= tokens). The finished
+whose confidence passes the commit rule (always at least one, so steps <= tokens: when none
+passes, the leftmost masked position, see `SamplerConfig.fallback`). The finished
 block's clean KV enters the cache in the same forward as the next block's first step. Stops
 (stops.py) are checked after every step on the contiguous committed text, so a request ends as
 soon as its answer is known.
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..kernels import use_triton
+from ..kernels.commit import FALLBACKS
 from .kv_cache import KVCache, common_prefix_len
 from .prompt import MAX_HEAD_TOKENS, PromptWindow, build_healed_prompt
 from .stops import StopContext, find_stop, statement_boundary
@@ -55,6 +57,11 @@ class SamplerConfig:
     # prompt ends before its last token(s); the completion's first tokens must write their text
     # again (then it is cut off the answer)
     token_healing: bool = False
+    # a step where no position passes the rule still commits one: the leftmost masked position
+    # ("leftmost"), or the most confident ("confident", before session 23). The most confident
+    # guess far inside a block of masks is often a token repeated ("fibonaccicicici"), which then
+    # conditions the rest (docs/results.md, "The commit fallback")
+    fallback: str = "leftmost"
 
     @classmethod
     def for_server(cls) -> "SamplerConfig":
@@ -69,6 +76,8 @@ class SamplerConfig:
             raise ValueError(f"rule must be one of {RULES}, not {self.rule!r}")
         if self.confidence not in CONFIDENCES:
             raise ValueError(f"confidence must be one of {CONFIDENCES}, not {self.confidence!r}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, not {self.fallback!r}")
 
 
 @dataclass
@@ -111,14 +120,22 @@ def confidence(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Ten
 
 
 def commit_count(conf_sorted: torch.Tensor, cfg: SamplerConfig) -> int:
-    """How many of the masked positions (confidences sorted descending) to commit now; >= 1."""
+    """How many of the masked positions (confidences sorted descending) pass the rule; may be 0."""
     if cfg.rule == "threshold":
-        n = int((conf_sorted >= cfg.threshold).sum())
-    else:  # Fast-dLLM factor rule: largest n with (n + 1) * (1 - c_n) < factor
-        ranks = torch.arange(2, len(conf_sorted) + 2, device=conf_sorted.device)
-        ok = (ranks * (1 - conf_sorted) < cfg.factor).nonzero()
-        n = int(ok.max()) + 1 if len(ok) else 0
-    return max(1, n)
+        return int((conf_sorted >= cfg.threshold).sum())
+    # Fast-dLLM factor rule: largest n with (n + 1) * (1 - c_n) < factor
+    ranks = torch.arange(2, len(conf_sorted) + 2, device=conf_sorted.device)
+    ok = (ranks * (1 - conf_sorted) < cfg.factor).nonzero()
+    return int(ok.max()) + 1 if len(ok) else 0
+
+
+def choose(positions: list[int], order: list[int], n: int, fallback: str) -> list[int]:
+    """The positions a step commits, most confident first: of `positions` (ascending) ranked by
+    `order` (indices into them, most confident first), the n that pass the rule; with none, the
+    leftmost one or the most confident one, as `fallback` says."""
+    if n == 0:
+        return positions[:1] if fallback == "leftmost" else [positions[order[0]]]
+    return [positions[j] for j in order[:n]]
 
 
 class Sampler:
@@ -411,9 +428,8 @@ class DecodeState:
         if rows is not None:  # the candidates' logits only: the same numbers, fewer rows
             conf, pred_rows = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             order = conf.argsort(descending=True, stable=True)
-            n = commit_count(conf[order], cfg)
             at = rows.tolist()
-            chosen = [at[j] for j in order[:n].tolist()]
+            chosen = choose(at, order.tolist(), commit_count(conf[order], cfg), cfg.fallback)
             pred = list(self.block)
             for r, t in zip(at, pred_rows.tolist()):
                 pred[r] = t
@@ -424,19 +440,18 @@ class DecodeState:
             mask[cand] = True
             pred_t, conf_t, chosen_t = fused_commit(logits, mask.to(logits.device, non_blocking=True), ban=s.ban,
                                                     kind=cfg.confidence, rule=cfg.rule, threshold=cfg.threshold,
-                                                    factor=cfg.factor)
+                                                    factor=cfg.factor, fallback=cfg.fallback)
             # one read back: the tokens (exact in float64), the confidences, the commit mask
             pred, conf, chose = torch.stack([pred_t.double(), conf_t.double(), chosen_t.double()]).tolist()
             pred = [int(t) for t in pred]
             chosen = sorted((i for i in range(self.b) if chose[i]), key=lambda i: -conf[i])  # stable
-            n = len(chosen)
         else:
             conf, pred_t = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             idx = torch.tensor(cand, dtype=torch.long, device=logits.device)
             order = conf[idx].argsort(descending=True, stable=True)
-            n = commit_count(conf[idx][order], cfg)
-            chosen = idx[order[:n]].tolist()
+            chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), cfg.fallback)
             pred = pred_t.tolist()
+        n = len(chosen)
         saved = (list(self.block), list(self.masked)) if self.guard is not None else None
         stop = self._commit(chosen, pred)
         if self.guard is not None and self.guard.check(*self._judged(stop)):

@@ -1,6 +1,6 @@
 """The bookkeeping of one block-diffusion step after the logits, in one launch.
 
-    block_update(tokens, conf, state, *, eos_id, mask_id, max_seq_len, rule, threshold, factor)
+    block_update(tokens, conf, state, *, eos_id, mask_id, max_seq_len, rule, threshold, factor, fallback)
 
 Given each block position's best token and confidence (`commit.py`'s row pass), it updates a
 static decoding state in place (`BlockState`: the graphed decoder's device tensors):
@@ -8,7 +8,7 @@ static decoding state in place (`BlockState`: the graphed decoder's device tenso
 1. the commit candidates: masked and active positions; in line mode only those before the first
    committed line break (`line_candidates`);
 2. the commit rule over their confidences (`commit.commit_mask_reference`: threshold or factor,
-   at least one position);
+   at least one position: the leftmost candidate, or the most confident, when none passes);
 3. committed tokens enter the block; every active position after the first eos becomes eos;
 4. a snapshot for the host: (block, still-masked, number committed, active count);
 5. when no active position is masked, the block is finished: it becomes the previous block (its
@@ -26,7 +26,7 @@ import dataclasses
 import torch
 
 from ._triton import next_pow2
-from .commit import commit_mask_reference
+from .commit import FALLBACKS, commit_mask_reference
 
 try:
     import triton
@@ -65,14 +65,15 @@ def line_candidates(block: torch.Tensor, masked: torch.Tensor, newline: torch.Te
 
 
 def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
-                           rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0):
+                           rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0,
+                           fallback: str = "leftmost"):
     """Pure torch, in place on `st`; returns the commit mask."""
     b = st.masked.shape[0]
     ar = torch.arange(b, device=st.ids.device)
     blk, active = st.ids[b:], st.active
     cand = st.masked & active
     cand = torch.where(st.line_mode, line_candidates(blk, cand, st.newline), cand)
-    commit = commit_mask_reference(conf, cand, rule, threshold, factor)
+    commit = commit_mask_reference(conf, cand, rule, threshold, factor, fallback)
     new_blk = torch.where(commit, tokens, blk)
     masked = st.masked & ~commit
     is_eos = (new_blk == eos_id) & ~masked & active
@@ -121,7 +122,7 @@ if triton is not None:
     @triton.jit
     def _update_kernel(TOK, CONF, IDS, MASKED, ACTIVE, NPREV, GEN, MAXTOK, POS, LINE, NEWLINE, SNAP,
                        COMMIT, b, eos_id, mask_id, max_seq_len, threshold, factor,
-                       FACTOR: tl.constexpr, BLOCK: tl.constexpr):
+                       FACTOR: tl.constexpr, LEFTMOST: tl.constexpr, BLOCK: tl.constexpr):
         i = tl.arange(0, BLOCK)
         ok = i < b
         blk = tl.load(IDS + b + i, mask=ok, other=0)
@@ -137,7 +138,7 @@ if triton is not None:
         line = cand & ((tl.cumsum(nl_i, axis=0) - nl_i) == 0)
         use_line = (tl.load(LINE) != 0) & (tl.sum(line.to(tl.int32), axis=0) > 0)
         cand = tl.where(use_line, line, cand)
-        commit = commit_rule(c, cand, i, threshold, factor, FACTOR)
+        commit = commit_rule(c, cand, i, threshold, factor, FACTOR, LEFTMOST)
         new_blk = tl.where(commit, pred, blk)
         masked = mk & ~commit
         is_eos = (new_blk == eos_id) & ~masked & act
@@ -201,10 +202,11 @@ def step_inputs_triton(pos, n_prev, active, max_seq_len: int, capacity: int, out
 
 
 def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
-                        rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0):
+                        rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0,
+                        fallback: str = "leftmost"):
     """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1); one program."""
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}")
+    if rule not in RULES or fallback not in FALLBACKS:
+        raise ValueError(f"rule must be one of {RULES}, fallback one of {FALLBACKS}")
     b = st.masked.shape[0]
     if not 1 <= b <= 128 or st.ids.shape != (2 * b,) or st.snap.shape != (2 * b + 2,):
         raise ValueError(f"block_update: a block of {b} (1-128) with ids (2b,) and snap (2b + 2,)")
@@ -213,7 +215,7 @@ def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: i
         tokens, conf, st.ids, st.masked.view(torch.int8), st.active.view(torch.int8), st.n_prev, st.gen,
         st.max_tok, st.pos, st.line_mode.view(torch.int8), st.newline.view(torch.int8), st.snap,
         commit.view(torch.int8), b, eos_id, mask_id, max_seq_len, float(threshold), float(factor),
-        FACTOR=rule == "factor", BLOCK=max(16, next_pow2(b)), num_warps=4)
+        FACTOR=rule == "factor", LEFTMOST=fallback == "leftmost", BLOCK=max(16, next_pow2(b)), num_warps=4)
     return commit
 
 

@@ -1,7 +1,7 @@
 """Fused commit: a denoising step's logits -> token, confidence and commit mask per position.
 
     tokens, conf, commit = fused_commit(logits, masked, ban=ban, kind="maxprob",
-                                        rule="threshold", threshold=0.9, factor=1.0)
+                                        rule="threshold", threshold=0.9, factor=1.0, fallback="leftmost")
 
 logits (T, V) of the block's positions (any float dtype); masked (T,) bool: the positions that may
 be committed; ban (V,) bool: tokens never predicted (their logits count as -inf).
@@ -10,8 +10,11 @@ be committed; ban (V,) bool: tokens never predicted (their logits count as -inf)
   (V the full vocabulary, banned tokens included, as the sampler defines it);
 - commit (T,) bool: the masked positions to commit now. Rank the masked positions by confidence,
   descending, ties to the lower position; "threshold" commits those with conf >= threshold,
-  "factor" (Fast-dLLM) the first n ranks for the largest n with (n + 1) * (1 - c_n) < factor;
-  either way at least the first rank when any position is masked (so steps <= tokens).
+  "factor" (Fast-dLLM) the first n ranks for the largest n with (n + 1) * (1 - c_n) < factor.
+  When none passes and a position is masked, one is committed all the same (so steps <= tokens):
+  the leftmost masked one (`fallback="leftmost"`), or the first rank ("confident"). A small
+  model's most confident guess far inside a block of masks is often a token repeated
+  (docs/results.md, "The commit fallback").
 
 The Triton path never materialises probabilities over the vocabulary: one program per row runs
 an online softmax over chunks of V keeping the running max, the sum of exp, the sum of exp * logit
@@ -36,6 +39,7 @@ except ImportError:
 
 KINDS = ("maxprob", "margin", "entropy")
 RULES = ("threshold", "factor")
+FALLBACKS = ("leftmost", "confident")
 
 
 # --- reference ---------------------------------------------------------------------------------
@@ -59,7 +63,7 @@ def confidence_reference(logits: torch.Tensor, kind: str, ban: torch.Tensor | No
 
 
 def commit_mask_reference(conf: torch.Tensor, masked: torch.Tensor, rule: str = "threshold",
-                          threshold: float = 0.9, factor: float = 1.0) -> torch.Tensor:
+                          threshold: float = 0.9, factor: float = 1.0, fallback: str = "leftmost") -> torch.Tensor:
     """The commit rule over ranks, with static shapes and no host sync (O(T^2), T <= a few hundred)."""
     T = conf.shape[0]
     pos = torch.arange(T, device=conf.device)
@@ -73,13 +77,17 @@ def commit_mask_reference(conf: torch.Tensor, masked: torch.Tensor, rule: str = 
         ok = masked & ((rank + 2).to(c.dtype) * (1.0 - c) < factor)
         n = torch.where(ok, rank + 1, 0).amax() if T else torch.zeros((), dtype=torch.long, device=conf.device)
         take = rank < n
-    return masked & (take | (rank == 0))
+    take = masked & take
+    if fallback == "confident":
+        return take | (masked & (rank == 0))
+    first = torch.where(masked, pos, T).amin() if T else torch.zeros((), dtype=torch.long, device=conf.device)
+    return take | (~take.any() & (pos == first))
 
 
 def fused_commit_reference(logits, masked, *, ban=None, kind="maxprob", rule="threshold",
-                           threshold=0.9, factor=1.0):
+                           threshold=0.9, factor=1.0, fallback="leftmost"):
     tokens, conf = confidence_reference(logits, kind, ban)
-    return tokens, conf, commit_mask_reference(conf, masked, rule, threshold, factor)
+    return tokens, conf, commit_mask_reference(conf, masked, rule, threshold, factor, fallback)
 
 
 # --- triton ------------------------------------------------------------------------------------
@@ -128,7 +136,7 @@ if triton is not None:
         tl.store(CONF + row, conf)
 
     @triton.jit
-    def commit_rule(c, mk, i, threshold, factor, FACTOR: tl.constexpr):
+    def commit_rule(c, mk, i, threshold, factor, FACTOR: tl.constexpr, LEFTMOST: tl.constexpr):
         """`commit_mask_reference` over a block held in registers: c the confidences, mk the
         candidates, i = arange over the block (padding: mk False)."""
         ci = c[:, None]
@@ -138,18 +146,23 @@ if triton is not None:
         if FACTOR:
             good = mk & ((rank + 2).to(tl.float32) * (1.0 - c) < factor)
             n = tl.max(tl.where(good, rank + 1, 0), axis=0)
-            take = rank < n
+            take = mk & (rank < n)
         else:
-            take = c >= threshold
-        return mk & (take | (rank == 0))
+            take = mk & (c >= threshold)
+        if LEFTMOST:
+            first = tl.min(tl.where(mk, i, 1 << 30), axis=0)
+            none = tl.max(take.to(tl.int32), axis=0) == 0
+            return take | (none & (i == first))
+        return take | (mk & (rank == 0))
 
     @triton.jit(do_not_specialize=["T"])
-    def _mask_kernel(CONF, MASKED, COMMIT, T, threshold, factor, FACTOR: tl.constexpr, BLOCK_T: tl.constexpr):
+    def _mask_kernel(CONF, MASKED, COMMIT, T, threshold, factor, FACTOR: tl.constexpr, LEFTMOST: tl.constexpr,
+                     BLOCK_T: tl.constexpr):
         i = tl.arange(0, BLOCK_T)
         ok = i < T
         c = tl.load(CONF + i, mask=ok, other=0.0)
         mk = tl.load(MASKED + i, mask=ok, other=0) != 0
-        commit = commit_rule(c, mk, i, threshold, factor, FACTOR)
+        commit = commit_rule(c, mk, i, threshold, factor, FACTOR, LEFTMOST)
         tl.store(COMMIT + i, commit.to(tl.int8), mask=ok)
 
 
@@ -173,24 +186,26 @@ def confidence_triton(logits, kind: str = "maxprob", ban=None, *, block_v: int =
 
 
 def fused_commit_triton(logits, masked, *, ban=None, kind="maxprob", rule="threshold",
-                        threshold=0.9, factor=1.0, block_v: int = 2048):
+                        threshold=0.9, factor=1.0, fallback="leftmost", block_v: int = 2048):
     """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1)."""
-    if kind not in KINDS or rule not in RULES:
-        raise ValueError(f"kind must be one of {KINDS} and rule one of {RULES}")
+    if kind not in KINDS or rule not in RULES or fallback not in FALLBACKS:
+        raise ValueError(f"kind must be one of {KINDS}, rule one of {RULES}, fallback one of {FALLBACKS}")
     T = logits.shape[0]
     tokens, conf = confidence_triton(logits, kind, ban, block_v=block_v)
     commit = torch.empty(T, dtype=torch.bool, device=logits.device)
     if T == 0:
         return tokens, conf, commit
     _mask_kernel[(1,)](conf, masked.view(torch.uint8), commit.view(torch.int8), T, float(threshold), float(factor),
-                       FACTOR=rule == "factor", BLOCK_T=max(2, next_pow2(T)), num_warps=4)
+                       FACTOR=rule == "factor", LEFTMOST=fallback == "leftmost", BLOCK_T=max(2, next_pow2(T)),
+                       num_warps=4)
     return tokens, conf, commit
 
 
-def fused_commit(logits, masked, *, ban=None, kind="maxprob", rule="threshold", threshold=0.9, factor=1.0):
+def fused_commit(logits, masked, *, ban=None, kind="maxprob", rule="threshold", threshold=0.9, factor=1.0,
+                 fallback="leftmost"):
     """Triton on CUDA when it is installed, the torch reference elsewhere."""
     fn = fused_commit_triton if use_triton(logits) and logits.shape[0] <= 256 else fused_commit_reference
-    return fn(logits, masked, ban=ban, kind=kind, rule=rule, threshold=threshold, factor=factor)
+    return fn(logits, masked, ban=ban, kind=kind, rule=rule, threshold=threshold, factor=factor, fallback=fallback)
 
 
 # --- benchmark ---------------------------------------------------------------------------------

@@ -68,6 +68,8 @@ def add_arguments(sub):
     b.add_argument("--benchmarks", default="q1,q2", help="q1 (single line), q2 (multi-line), or both")
     b.add_argument("--block-sizes", default="4,8,16,32,64")
     b.add_argument("--thresholds", default="0.9,0.7,0.5")
+    b.add_argument("--fallback", default="leftmost", choices=["leftmost", "confident"],
+                   help="SamplerConfig.fallback: what a diffusion step commits when no position passes")
     b.add_argument("--max-tokens-line", type=int, default=64, metavar="N")
     b.add_argument("--max-tokens-block", type=int, default=192, metavar="N")
     b.add_argument("--impl", default="graphed", choices=["graphed", "eager"],
@@ -367,7 +369,8 @@ def run(args) -> int:
                 skipped.append({"bench": bench, "kind": kind, "impl": impl, "block_size": b, "threshold": thr})
                 continue
             m, tk = models[kind]
-            cfg = SamplerConfig(block_size=b, threshold=thr if thr is not None else 0.9, max_tokens=max_tokens[bench])
+            cfg = SamplerConfig(block_size=b, threshold=thr if thr is not None else 0.9, max_tokens=max_tokens[bench],
+                                fallback=args.fallback)
             sampler = Sampler(m, tk, cfg)
             if impl == "graphed":
                 dec = graphed(sampler, cfg, lag=args.lag)
@@ -423,7 +426,7 @@ def run(args) -> int:
     _print_tables(results, floors, peaks, launch, multi, single, say)
     report = {"machine": describe_machine(str(device)), "checkpoint": str(ckpt),
               "ar_checkpoint": args.ar_checkpoint, "device": str(device), "dtype": str(next(model.parameters()).dtype),
-              "impl": args.impl, "lag": args.lag, "tokenizer_memo": not args.cold_tokenizer, "kernels": "torch (" + kernel_error + ")" if kernel_error else
+              "impl": args.impl, "lag": args.lag, "fallback": args.fallback, "tokenizer_memo": not args.cold_tokenizer, "kernels": "torch (" + kernel_error + ")" if kernel_error else
               ("triton" if cuda else "torch"), "peaks": peaks, "launch": launch, "floors": floors,
               "speedup_multi_line": multi, "speedup_single_line": single, "skipped": skipped,
               "figures": {k: v[0] for k, v in figures.items()}, "seconds": time.perf_counter() - t_start,

@@ -49,12 +49,30 @@ def test_steps_never_exceed_tokens(tiny_model, tokenizer, rule, conf):
 def test_commit_count_rules():
     c = torch.tensor([0.99, 0.95, 0.9, 0.5, 0.1])
     assert commit_count(c, SamplerConfig(threshold=0.9)) == 3
-    assert commit_count(c, SamplerConfig(threshold=0.999)) == 1  # at least one
+    assert commit_count(c, SamplerConfig(threshold=0.999)) == 0  # none passes: the fallback commits one
     assert commit_count(c, SamplerConfig(threshold=0.0)) == 5
     # factor rule: (n+1)(1-c_n) < f: n=1: 2*.01=.02, n=2: 3*.05=.15, n=3: 4*.1=.4, n=4: 5*.5=2.5
     assert commit_count(c, SamplerConfig(rule="factor", factor=0.5)) == 3
     assert commit_count(c, SamplerConfig(rule="factor", factor=0.1)) == 1
-    assert commit_count(torch.tensor([0.2]), SamplerConfig(rule="factor", factor=0.1)) == 1
+    assert commit_count(torch.tensor([0.2]), SamplerConfig(rule="factor", factor=0.1)) == 0
+
+
+@pytest.mark.parametrize("fallback", ["leftmost", "confident"])
+def test_a_step_where_nothing_passes_commits_the_leftmost_mask(tokenizer, fallback):
+    """Below the threshold everywhere, a step commits one position: the leftmost masked one (the
+    default), not the most confident one far inside the block ("confident", the old rule)."""
+    script = [tokenizer.encode(w)[0] for w in ("a", "b", "c", "d")]
+    model = ScriptedModel(tokenizer, script, conf=[0.3, 0.5, 0.8, 0.6])
+    seen = []
+    step = model.step
+    model.step = lambda clean, block, cache: seen.append(block[0].tolist()) or step(clean, block, cache)
+    cfg = SamplerConfig(block_size=4, max_tokens=4, threshold=0.9, fallback=fallback)
+    out = Sampler(model, tokenizer, cfg).complete("x = ", "", mode="block")
+    assert out.trace.per_step == [1, 1, 1, 1]
+    first = [i for i, t in enumerate(seen[1]) if t != tokenizer.mask_id]  # what step 1 committed
+    assert first == ([0] if fallback == "leftmost" else [2])
+    with pytest.raises(ValueError, match="fallback"):
+        SamplerConfig(fallback="random")
 
 
 def test_confidence_measures():

@@ -33,9 +33,10 @@ def _clone(st):
 
 
 @pytest.mark.parametrize("b", [1, 5, 32])
-@pytest.mark.parametrize("rule,threshold,factor", [("threshold", 0.5, 1.0), ("threshold", 0.95, 1.0),
-                                                   ("factor", 0.0, 1.0), ("factor", 0.0, 3.0)])
-def test_matches_the_reference(triton_device, b, rule, threshold, factor):
+@pytest.mark.parametrize("rule,threshold,factor,fallback", [
+    ("threshold", 0.5, 1.0, "leftmost"), ("threshold", 0.95, 1.0, "leftmost"), ("threshold", 0.95, 1.0, "confident"),
+    ("factor", 0.0, 1.0, "leftmost"), ("factor", 0.0, 3.0, "confident")])
+def test_matches_the_reference(triton_device, b, rule, threshold, factor, fallback):
     g = torch.Generator().manual_seed(b)
     finished = kept = lined = 0
     for trial in range(12):
@@ -47,7 +48,8 @@ def test_matches_the_reference(triton_device, b, rule, threshold, factor):
         conf[:2] = conf[0]  # a tie
         tokens, conf = tokens.to(triton_device), conf.to(triton_device)
         ref = _clone(st)
-        kw = dict(eos_id=EOS, mask_id=MASK, max_seq_len=64, rule=rule, threshold=threshold, factor=factor)
+        kw = dict(eos_id=EOS, mask_id=MASK, max_seq_len=64, rule=rule, threshold=threshold, factor=factor,
+                  fallback=fallback)
         want = block_update_reference(tokens, conf, ref, **kw)
         got = block_update_triton(tokens, conf, st, **kw)
         assert got.tolist() == want.tolist(), trial

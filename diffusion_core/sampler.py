@@ -3,7 +3,7 @@
 Block after block: the block starts as `block_size` masks; each step runs one forward over the
 block (with the cached clean tokens), predicts every position, and commits the masked positions
 whose confidence passes the commit rule (always at least one, so steps <= tokens: when none
-passes, the leftmost masked position, see `SamplerConfig.fallback`). The finished
+passes, in block mode the leftmost masked position, see `SamplerConfig.fallback`). The finished
 block's clean KV enters the cache in the same forward as the next block's first step. Stops
 (stops.py) are checked after every step on the contiguous committed text, so a request ends as
 soon as its answer is known.
@@ -58,10 +58,12 @@ class SamplerConfig:
     # again (then it is cut off the answer)
     token_healing: bool = False
     # a step where no position passes the rule still commits one: the leftmost masked position
-    # ("leftmost"), or the most confident ("confident", before session 23). The most confident
-    # guess far inside a block of masks is often a token repeated ("fibonaccicicici"), which then
-    # conditions the rest (docs/results.md, "The commit fallback")
-    fallback: str = "leftmost"
+    # ("leftmost"), or the most confident ("confident", the only rule before session 23), or by
+    # mode ("mode": leftmost in block mode, most confident in line mode). In a multi-line block the
+    # most confident guess far to the right is often a token repeated ("fibonaccicicici"), which
+    # then conditions the rest; in a line, it is often the line's end (docs/results.md, "The commit
+    # fallback")
+    fallback: str = "mode"
 
     @classmethod
     def for_server(cls) -> "SamplerConfig":
@@ -422,6 +424,7 @@ class DecodeState:
             self.cache.append_tokens(self.clean)
             self.first = False
         cand = self._candidates()
+        fallback = cfg.fallback if cfg.fallback != "mode" else "confident" if self.ctx.mode == "line" else "leftmost"
         if self.heal_left:  # a one-token block: it may only write the healed text on
             logits[0].masked_fill_(~s.heal_mask(self.heal_left), float("-inf"))
         # chosen: the positions to commit, most confident first; pred: the token per position
@@ -429,7 +432,7 @@ class DecodeState:
             conf, pred_rows = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             order = conf.argsort(descending=True, stable=True)
             at = rows.tolist()
-            chosen = choose(at, order.tolist(), commit_count(conf[order], cfg), cfg.fallback)
+            chosen = choose(at, order.tolist(), commit_count(conf[order], cfg), fallback)
             pred = list(self.block)
             for r, t in zip(at, pred_rows.tolist()):
                 pred[r] = t
@@ -440,7 +443,7 @@ class DecodeState:
             mask[cand] = True
             pred_t, conf_t, chosen_t = fused_commit(logits, mask.to(logits.device, non_blocking=True), ban=s.ban,
                                                     kind=cfg.confidence, rule=cfg.rule, threshold=cfg.threshold,
-                                                    factor=cfg.factor, fallback=cfg.fallback)
+                                                    factor=cfg.factor, fallback=fallback)
             # one read back: the tokens (exact in float64), the confidences, the commit mask
             pred, conf, chose = torch.stack([pred_t.double(), conf_t.double(), chosen_t.double()]).tolist()
             pred = [int(t) for t in pred]
@@ -449,7 +452,7 @@ class DecodeState:
             conf, pred_t = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             idx = torch.tensor(cand, dtype=torch.long, device=logits.device)
             order = conf[idx].argsort(descending=True, stable=True)
-            chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), cfg.fallback)
+            chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), fallback)
             pred = pred_t.tolist()
         n = len(chosen)
         saved = (list(self.block), list(self.masked)) if self.guard is not None else None

@@ -8,7 +8,8 @@ static decoding state in place (`BlockState`: the graphed decoder's device tenso
 1. the commit candidates: masked and active positions; in line mode only those before the first
    committed line break (`line_candidates`);
 2. the commit rule over their confidences (`commit.commit_mask_reference`: threshold or factor,
-   at least one position: the leftmost candidate, or the most confident, when none passes);
+   at least one position when none passes: the leftmost candidate, or the most confident, or by
+   the line-mode flag with `fallback="mode"`: the most confident in line mode);
 3. committed tokens enter the block; every active position after the first eos becomes eos;
 4. a snapshot for the host: (block, still-masked, number committed, active count);
 5. when no active position is masked, the block is finished: it becomes the previous block (its
@@ -66,14 +67,15 @@ def line_candidates(block: torch.Tensor, masked: torch.Tensor, newline: torch.Te
 
 def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
                            rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0,
-                           fallback: str = "leftmost"):
+                           fallback: str = "mode"):
     """Pure torch, in place on `st`; returns the commit mask."""
     b = st.masked.shape[0]
     ar = torch.arange(b, device=st.ids.device)
     blk, active = st.ids[b:], st.active
     cand = st.masked & active
     cand = torch.where(st.line_mode, line_candidates(blk, cand, st.newline), cand)
-    commit = commit_mask_reference(conf, cand, rule, threshold, factor, fallback)
+    leftmost = ~st.line_mode if fallback == "mode" else fallback  # "mode": decided on the device
+    commit = commit_mask_reference(conf, cand, rule, threshold, factor, leftmost)
     new_blk = torch.where(commit, tokens, blk)
     masked = st.masked & ~commit
     is_eos = (new_blk == eos_id) & ~masked & active
@@ -122,7 +124,7 @@ if triton is not None:
     @triton.jit
     def _update_kernel(TOK, CONF, IDS, MASKED, ACTIVE, NPREV, GEN, MAXTOK, POS, LINE, NEWLINE, SNAP,
                        COMMIT, b, eos_id, mask_id, max_seq_len, threshold, factor,
-                       FACTOR: tl.constexpr, LEFTMOST: tl.constexpr, BLOCK: tl.constexpr):
+                       FACTOR: tl.constexpr, FALLBACK: tl.constexpr, BLOCK: tl.constexpr):
         i = tl.arange(0, BLOCK)
         ok = i < b
         blk = tl.load(IDS + b + i, mask=ok, other=0)
@@ -136,9 +138,16 @@ if triton is not None:
         nl = (tl.load(NEWLINE + blk, mask=ok, other=0) != 0) & ~cand & ok
         nl_i = nl.to(tl.int32)
         line = cand & ((tl.cumsum(nl_i, axis=0) - nl_i) == 0)
-        use_line = (tl.load(LINE) != 0) & (tl.sum(line.to(tl.int32), axis=0) > 0)
+        line_mode = tl.load(LINE) != 0
+        use_line = line_mode & (tl.sum(line.to(tl.int32), axis=0) > 0)
         cand = tl.where(use_line, line, cand)
-        commit = commit_rule(c, cand, i, threshold, factor, FACTOR, LEFTMOST)
+        if FALLBACK == 0:  # FALLBACKS' index: "mode": the leftmost candidate outside line mode
+            leftmost = ~line_mode
+        elif FALLBACK == 1:  # "leftmost"
+            leftmost = line_mode | ~line_mode
+        else:  # "confident"
+            leftmost = line_mode & ~line_mode
+        commit = commit_rule(c, cand, i, threshold, factor, leftmost, FACTOR)
         new_blk = tl.where(commit, pred, blk)
         masked = mk & ~commit
         is_eos = (new_blk == eos_id) & ~masked & act
@@ -203,7 +212,7 @@ def step_inputs_triton(pos, n_prev, active, max_seq_len: int, capacity: int, out
 
 def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
                         rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0,
-                        fallback: str = "leftmost"):
+                        fallback: str = "mode"):
     """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1); one program."""
     if rule not in RULES or fallback not in FALLBACKS:
         raise ValueError(f"rule must be one of {RULES}, fallback one of {FALLBACKS}")
@@ -215,7 +224,7 @@ def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: i
         tokens, conf, st.ids, st.masked.view(torch.int8), st.active.view(torch.int8), st.n_prev, st.gen,
         st.max_tok, st.pos, st.line_mode.view(torch.int8), st.newline.view(torch.int8), st.snap,
         commit.view(torch.int8), b, eos_id, mask_id, max_seq_len, float(threshold), float(factor),
-        FACTOR=rule == "factor", LEFTMOST=fallback == "leftmost", BLOCK=max(16, next_pow2(b)), num_warps=4)
+        FACTOR=rule == "factor", FALLBACK=FALLBACKS.index(fallback), BLOCK=max(16, next_pow2(b)), num_warps=4)
     return commit
 
 

@@ -14,7 +14,8 @@ be committed; ban (V,) bool: tokens never predicted (their logits count as -inf)
   When none passes and a position is masked, one is committed all the same (so steps <= tokens):
   the leftmost masked one (`fallback="leftmost"`), or the first rank ("confident"). A small
   model's most confident guess far inside a block of masks is often a token repeated
-  (docs/results.md, "The commit fallback").
+  (docs/results.md, "The commit fallback"). Here the caller resolves the sampler's "mode" (the
+  launcher knows no mode); `block_update` resolves it on the device from its line-mode flag.
 
 The Triton path never materialises probabilities over the vocabulary: one program per row runs
 an online softmax over chunks of V keeping the running max, the sum of exp, the sum of exp * logit
@@ -39,7 +40,7 @@ except ImportError:
 
 KINDS = ("maxprob", "margin", "entropy")
 RULES = ("threshold", "factor")
-FALLBACKS = ("leftmost", "confident")
+FALLBACKS = ("mode", "leftmost", "confident")  # "mode": leftmost in block mode, confident in line mode
 
 
 # --- reference ---------------------------------------------------------------------------------
@@ -63,8 +64,9 @@ def confidence_reference(logits: torch.Tensor, kind: str, ban: torch.Tensor | No
 
 
 def commit_mask_reference(conf: torch.Tensor, masked: torch.Tensor, rule: str = "threshold",
-                          threshold: float = 0.9, factor: float = 1.0, fallback: str = "leftmost") -> torch.Tensor:
-    """The commit rule over ranks, with static shapes and no host sync (O(T^2), T <= a few hundred)."""
+                          threshold: float = 0.9, factor: float = 1.0, fallback="leftmost") -> torch.Tensor:
+    """The commit rule over ranks, with static shapes and no host sync (O(T^2), T <= a few hundred).
+    fallback: "leftmost", "confident", or a bool tensor (True: leftmost), decided on the device."""
     T = conf.shape[0]
     pos = torch.arange(T, device=conf.device)
     c = conf.float()
@@ -78,10 +80,12 @@ def commit_mask_reference(conf: torch.Tensor, masked: torch.Tensor, rule: str = 
         n = torch.where(ok, rank + 1, 0).amax() if T else torch.zeros((), dtype=torch.long, device=conf.device)
         take = rank < n
     take = masked & take
-    if fallback == "confident":
-        return take | (masked & (rank == 0))
+    confident = take | (masked & (rank == 0))
+    if isinstance(fallback, str) and fallback == "confident":
+        return confident
     first = torch.where(masked, pos, T).amin() if T else torch.zeros((), dtype=torch.long, device=conf.device)
-    return take | (~take.any() & (pos == first))
+    leftmost = take | (~take.any() & (pos == first))
+    return leftmost if isinstance(fallback, str) else torch.where(fallback, leftmost, confident)
 
 
 def fused_commit_reference(logits, masked, *, ban=None, kind="maxprob", rule="threshold",
@@ -136,9 +140,10 @@ if triton is not None:
         tl.store(CONF + row, conf)
 
     @triton.jit
-    def commit_rule(c, mk, i, threshold, factor, FACTOR: tl.constexpr, LEFTMOST: tl.constexpr):
+    def commit_rule(c, mk, i, threshold, factor, leftmost, FACTOR: tl.constexpr):
         """`commit_mask_reference` over a block held in registers: c the confidences, mk the
-        candidates, i = arange over the block (padding: mk False)."""
+        candidates, i = arange over the block (padding: mk False); leftmost: the fallback, a
+        scalar (True: the leftmost candidate, False: the most confident)."""
         ci = c[:, None]
         cj = c[None, :]
         before = (cj > ci) | ((cj == ci) & (i[None, :] < i[:, None]))
@@ -149,11 +154,9 @@ if triton is not None:
             take = mk & (rank < n)
         else:
             take = mk & (c >= threshold)
-        if LEFTMOST:
-            first = tl.min(tl.where(mk, i, 1 << 30), axis=0)
-            none = tl.max(take.to(tl.int32), axis=0) == 0
-            return take | (none & (i == first))
-        return take | (mk & (rank == 0))
+        first = tl.min(tl.where(mk, i, 1 << 30), axis=0)
+        none = tl.max(take.to(tl.int32), axis=0) == 0
+        return tl.where(leftmost, take | (none & (i == first)), take | (mk & (rank == 0)))
 
     @triton.jit(do_not_specialize=["T"])
     def _mask_kernel(CONF, MASKED, COMMIT, T, threshold, factor, FACTOR: tl.constexpr, LEFTMOST: tl.constexpr,
@@ -162,7 +165,11 @@ if triton is not None:
         ok = i < T
         c = tl.load(CONF + i, mask=ok, other=0.0)
         mk = tl.load(MASKED + i, mask=ok, other=0) != 0
-        commit = commit_rule(c, mk, i, threshold, factor, FACTOR, LEFTMOST)
+        if LEFTMOST:  # the fallback as a device scalar, as block_update decides it
+            leftmost = T >= 0
+        else:
+            leftmost = T < 0
+        commit = commit_rule(c, mk, i, threshold, factor, leftmost, FACTOR)
         tl.store(COMMIT + i, commit.to(tl.int8), mask=ok)
 
 
@@ -188,8 +195,8 @@ def confidence_triton(logits, kind: str = "maxprob", ban=None, *, block_v: int =
 def fused_commit_triton(logits, masked, *, ban=None, kind="maxprob", rule="threshold",
                         threshold=0.9, factor=1.0, fallback="leftmost", block_v: int = 2048):
     """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1)."""
-    if kind not in KINDS or rule not in RULES or fallback not in FALLBACKS:
-        raise ValueError(f"kind must be one of {KINDS}, rule one of {RULES}, fallback one of {FALLBACKS}")
+    if kind not in KINDS or rule not in RULES or fallback not in FALLBACKS[1:]:
+        raise ValueError(f"kind must be one of {KINDS}, rule one of {RULES}, fallback one of {FALLBACKS[1:]}")
     T = logits.shape[0]
     tokens, conf = confidence_triton(logits, kind, ban, block_v=block_v)
     commit = torch.empty(T, dtype=torch.bool, device=logits.device)

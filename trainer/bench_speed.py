@@ -68,7 +68,7 @@ def add_arguments(sub):
     b.add_argument("--benchmarks", default="q1,q2", help="q1 (single line), q2 (multi-line), or both")
     b.add_argument("--block-sizes", default="4,8,16,32,64")
     b.add_argument("--thresholds", default="0.9,0.7,0.5")
-    b.add_argument("--fallback", default="leftmost", choices=["leftmost", "confident"],
+    b.add_argument("--fallback", default="mode", choices=["mode", "leftmost", "confident"],
                    help="SamplerConfig.fallback: what a diffusion step commits when no position passes")
     b.add_argument("--max-tokens-line", type=int, default=64, metavar="N")
     b.add_argument("--max-tokens-block", type=int, default=192, metavar="N")

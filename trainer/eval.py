@@ -49,7 +49,7 @@ class InfillConfig:
     syntax_guard: bool = False  # SamplerConfig.syntax_guard: remask a commit that opens a syntax error
     syntax_guard_alternatives: int = 0  # SamplerConfig.syntax_guard_alternatives
     token_healing: bool = True  # SamplerConfig.token_healing, as the server decodes (no effect at a line start)
-    fallback: str = "leftmost"  # SamplerConfig.fallback
+    fallback: str = "mode"  # SamplerConfig.fallback
 
     def __post_init__(self):
         if self.max_tokens == 0:

@@ -49,7 +49,7 @@ def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
                         "the tests share the cores, and oversubscribed torch threads run ~10x slower)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-program time limit")
     p.add_argument("--oracle", action="store_true", help="use the held-out text as the completion (no model)")
-    p.add_argument("--fallback", choices=["leftmost", "confident"], default="leftmost",
+    p.add_argument("--fallback", choices=["mode", "leftmost", "confident"], default="mode",
                    help="SamplerConfig.fallback: the one position a step commits when none passes the rule")
     p.add_argument("--syntax-guard", action="store_true",
                    help="SamplerConfig.syntax_guard: remask a step's commits that open a new syntax error "

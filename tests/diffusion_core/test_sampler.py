@@ -57,20 +57,22 @@ def test_commit_count_rules():
     assert commit_count(torch.tensor([0.2]), SamplerConfig(rule="factor", factor=0.1)) == 0
 
 
-@pytest.mark.parametrize("fallback", ["leftmost", "confident"])
-def test_a_step_where_nothing_passes_commits_the_leftmost_mask(tokenizer, fallback):
-    """Below the threshold everywhere, a step commits one position: the leftmost masked one (the
-    default), not the most confident one far inside the block ("confident", the old rule)."""
+@pytest.mark.parametrize("fallback,mode,want", [("mode", "block", 0), ("mode", "line", 2), ("leftmost", "line", 0),
+                                               ("confident", "block", 2)])
+def test_a_step_where_nothing_passes_commits_the_leftmost_mask(tokenizer, fallback, mode, want):
+    """Below the threshold everywhere, a step commits one position: in block mode the leftmost
+    masked one, not the most confident one far inside the block; in line mode the most confident
+    (the default "mode"; "leftmost" and "confident" force one)."""
     script = [tokenizer.encode(w)[0] for w in ("a", "b", "c", "d")]
     model = ScriptedModel(tokenizer, script, conf=[0.3, 0.5, 0.8, 0.6])
     seen = []
     step = model.step
     model.step = lambda clean, block, cache: seen.append(block[0].tolist()) or step(clean, block, cache)
     cfg = SamplerConfig(block_size=4, max_tokens=4, threshold=0.9, fallback=fallback)
-    out = Sampler(model, tokenizer, cfg).complete("x = ", "", mode="block")
+    out = Sampler(model, tokenizer, cfg).complete("x = ", "", mode=mode)
     assert out.trace.per_step == [1, 1, 1, 1]
     first = [i for i, t in enumerate(seen[1]) if t != tokenizer.mask_id]  # what step 1 committed
-    assert first == ([0] if fallback == "leftmost" else [2])
+    assert first == [want]
     with pytest.raises(ValueError, match="fallback"):
         SamplerConfig(fallback="random")
 

@@ -34,8 +34,8 @@ def _clone(st):
 
 @pytest.mark.parametrize("b", [1, 5, 32])
 @pytest.mark.parametrize("rule,threshold,factor,fallback", [
-    ("threshold", 0.5, 1.0, "leftmost"), ("threshold", 0.95, 1.0, "leftmost"), ("threshold", 0.95, 1.0, "confident"),
-    ("factor", 0.0, 1.0, "leftmost"), ("factor", 0.0, 3.0, "confident")])
+    ("threshold", 0.5, 1.0, "mode"), ("threshold", 0.95, 1.0, "mode"), ("threshold", 0.95, 1.0, "leftmost"),
+    ("threshold", 0.95, 1.0, "confident"), ("factor", 0.0, 1.0, "mode"), ("factor", 0.0, 3.0, "confident")])
 def test_matches_the_reference(triton_device, b, rule, threshold, factor, fallback):
     g = torch.Generator().manual_seed(b)
     finished = kept = lined = 0

@@ -109,5 +109,9 @@ def test_the_shipped_model_serves_complete_and_batch_without_a_checkpoint(tmp_pa
     r = dllm("complete", str(src), "--line", "2", "--col", "5", "--max-tokens", "8", "--trace")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stderr.decode().strip().splitlines()[-1])["tokens"] >= 1
+    # README's command itself prints a completion (it printed nothing while a block's fallback
+    # commit wrote `"""Return the fibonaccicicici...` to the token limit: docs/results.md)
+    r = dllm("complete", str(src), "--line", "2", "--col", "5", "--mode", "block")
+    assert r.returncode == 0 and r.stdout.decode().strip(), r.stderr
     r = dllm("batch", input=json.dumps({"prefix": "import os\n", "max_tokens": 4}).encode() + b"\n")
     assert r.returncode == 0 and "completion" in json.loads(r.stdout), r.stderr

@@ -368,6 +368,8 @@ class DecodeState:
         self.sampler, self.cache, self.ctx, self.cfg, self.trace = sampler, cache, ctx, cfg, trace
         self.max_tokens, self.crlf, self.t0 = max_tokens, crlf, t0
         self.guard = guard  # syntax_guard.SyntaxGuard, or None
+        # the commit fallback of this request, "mode" resolved ("leftmost" or "confident")
+        self.fallback = cfg.fallback if cfg.fallback != "mode" else "confident" if ctx.mode == "line" else "leftmost"
         self.generated: list[int] = []
         self.stop: tuple[int, str] | None = None
         self.text = ""
@@ -424,7 +426,6 @@ class DecodeState:
             self.cache.append_tokens(self.clean)
             self.first = False
         cand = self._candidates()
-        fallback = cfg.fallback if cfg.fallback != "mode" else "confident" if self.ctx.mode == "line" else "leftmost"
         if self.heal_left:  # a one-token block: it may only write the healed text on
             logits[0].masked_fill_(~s.heal_mask(self.heal_left), float("-inf"))
         # chosen: the positions to commit, most confident first; pred: the token per position
@@ -432,7 +433,7 @@ class DecodeState:
             conf, pred_rows = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             order = conf.argsort(descending=True, stable=True)
             at = rows.tolist()
-            chosen = choose(at, order.tolist(), commit_count(conf[order], cfg), fallback)
+            chosen = choose(at, order.tolist(), commit_count(conf[order], cfg), self.fallback)
             pred = list(self.block)
             for r, t in zip(at, pred_rows.tolist()):
                 pred[r] = t
@@ -443,7 +444,7 @@ class DecodeState:
             mask[cand] = True
             pred_t, conf_t, chosen_t = fused_commit(logits, mask.to(logits.device, non_blocking=True), ban=s.ban,
                                                     kind=cfg.confidence, rule=cfg.rule, threshold=cfg.threshold,
-                                                    factor=cfg.factor, fallback=fallback)
+                                                    factor=cfg.factor, fallback=self.fallback)
             # one read back: the tokens (exact in float64), the confidences, the commit mask
             pred, conf, chose = torch.stack([pred_t.double(), conf_t.double(), chosen_t.double()]).tolist()
             pred = [int(t) for t in pred]
@@ -452,7 +453,7 @@ class DecodeState:
             conf, pred_t = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
             idx = torch.tensor(cand, dtype=torch.long, device=logits.device)
             order = conf[idx].argsort(descending=True, stable=True)
-            chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), fallback)
+            chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), self.fallback)
             pred = pred_t.tolist()
         n = len(chosen)
         saved = (list(self.block), list(self.masked)) if self.guard is not None else None

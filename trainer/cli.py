@@ -247,12 +247,13 @@ def run(args) -> int:
         smoke_defaults(args)
     if args.max_steps is None and args.max_minutes is None:
         args.max_steps = 2000
-    if (args.stage or args.init) and not args.tokenizer:  # a run from an export keeps its tokenizer
+    if args.stage or args.init:  # a run from an export (the shipped model for --stage without --init)
         from ..diffusion_core.checkpoint import resolve_checkpoint
 
-        args.tokenizer = str(resolve_checkpoint(args.init) / "tokenizer.json")
-    if args.export_dtype is None:  # and its export dtype: an int8 run continued exports int8
-        args.export_dtype = _init_export_dtype(args)
+        init = resolve_checkpoint(args.init)
+        args.tokenizer = args.tokenizer or str(init / "tokenizer.json")  # keeps its tokenizer
+        args.export_dtype = args.export_dtype or _saved_export_dtype(init)  # and its export dtype
+    args.export_dtype = args.export_dtype or "bf16"
     dist = _dist_init()
     try:
         rc = _run(args, dist)
@@ -272,16 +273,14 @@ def run(args) -> int:
             dist.destroy_process_group()
 
 
-def _init_export_dtype(args) -> str:
-    """The export dtype that --init (the shipped model for --stage without it) was saved in, bf16
-    for a run from scratch or an export that does not say."""
-    if not (args.stage or args.init):
-        return "bf16"
-    from ..diffusion_core.checkpoint import EXPORT_DTYPES, load_config, resolve_checkpoint
+def _saved_export_dtype(export_dir) -> str | None:
+    """The export dtype an export records in its config's trainer block (None: it does not say):
+    an int8 run continued or adapted exports int8 again."""
+    from ..diffusion_core.checkpoint import EXPORT_DTYPES, load_config
 
-    trainer = load_config(resolve_checkpoint(args.init))[1].get("trainer")
+    trainer = load_config(export_dir)[1].get("trainer")
     dtype = trainer.get("dtype") if isinstance(trainer, dict) else None
-    return dtype if dtype in EXPORT_DTYPES else "bf16"
+    return dtype if dtype in EXPORT_DTYPES else None
 
 
 def _run(args, dist) -> int:

@@ -387,7 +387,8 @@ class GraphedDecoder(_Static):
                               else (confidence_reference, block_update_reference))
         pred, conf = conf_fn(logits, c.confidence, self.ban)
         update_fn(pred, conf, st, eos_id=self.tok.eos_id, mask_id=self.tok.mask_id, max_seq_len=self.max_seq_len,
-                  rule=c.rule, threshold=c.threshold, factor=c.factor, fallback=c.fallback)
+                  rule=c.rule, threshold=c.threshold, factor=c.factor, fallback=c.fallback,
+                  revise=c.revise)
 
     def _step(self):
         self._update(self._forward())

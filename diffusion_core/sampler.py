@@ -64,6 +64,11 @@ class SamplerConfig:
     # then conditions the rest; in a line, it is often the line's end (docs/results.md, "The commit
     # fallback")
     fallback: str = "mode"
+    # revision (Seed's edit stage trains the model to correct visible tokens): at each step, a
+    # committed position of the current block whose argmax now differs from its token, with
+    # confidence >= revise, takes the new token (never to or from eos); it costs no forward, as the
+    # step reads every position's logits. 0: off (docs/results.md, "Revising committed tokens")
+    revise: float = 0.5
 
     @classmethod
     def for_server(cls) -> "SamplerConfig":
@@ -80,6 +85,8 @@ class SamplerConfig:
             raise ValueError(f"confidence must be one of {CONFIDENCES}, not {self.confidence!r}")
         if self.fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, not {self.fallback!r}")
+        if not 0.0 <= self.revise <= 1.0:
+            raise ValueError(f"revise must be in [0, 1] (0: off), not {self.revise!r}")
 
 
 @dataclass
@@ -412,9 +419,11 @@ class DecodeState:
         """The block positions whose logits the next `advance` reads (the commit candidates,
         ascending), for `model.step(..., rows=)`, which then runs its head over those only;
         None when it needs them all (on CUDA, where the fused commit takes the whole block, with
-        a graphed step, or a model without `step_rows`)."""
+        a graphed step, a model without `step_rows`, or with `cfg.revise`, which reads the committed
+        positions too)."""
         s = self.sampler
-        if s.device.type == "cuda" or s.graphed is not None or not getattr(s.model, "step_rows", False):
+        if (s.device.type == "cuda" or s.graphed is not None or not getattr(s.model, "step_rows", False)
+                or self.cfg.revise > 0):
             return None
         return torch.tensor(self._candidates(), dtype=torch.long)
 
@@ -456,6 +465,8 @@ class DecodeState:
             chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), self.fallback)
             pred = pred_t.tolist()
         n = len(chosen)
+        if cfg.revise > 0 and rows is None:  # after the commit rule: this step's candidates stay
+            self._revise(pred, conf)
         saved = (list(self.block), list(self.masked)) if self.guard is not None else None
         stop = self._commit(chosen, pred)
         if self.guard is not None and self.guard.check(*self._judged(stop)):
@@ -495,6 +506,16 @@ class DecodeState:
         else:
             self._new_block(ids)
         return self.done
+
+    def _revise(self, pred: list[int], conf) -> None:
+        """Committed positions whose argmax now differs, with confidence >= cfg.revise, take it
+        (as `kernels.block_update`; eos neither replaced nor written, so the text's end stays)."""
+        eos = self.sampler.tok.eos_id
+        conf = conf.tolist() if torch.is_tensor(conf) else conf
+        for i in range(self.b):
+            if (not self.masked[i] and pred[i] != self.block[i]
+                    and self.block[i] != eos and pred[i] != eos and conf[i] >= self.cfg.revise):
+                self.block[i] = pred[i]
 
     def _restore(self, saved: tuple[list[int], list[bool]]):
         self.block, self.masked = list(saved[0]), list(saved[1])

@@ -1,6 +1,6 @@
 """The bookkeeping of one block-diffusion step after the logits, in one launch.
 
-    block_update(tokens, conf, state, *, eos_id, mask_id, max_seq_len, rule, threshold, factor, fallback)
+    block_update(tokens, conf, state, *, eos_id, mask_id, max_seq_len, rule, threshold, factor, fallback, revise)
 
 Given each block position's best token and confidence (`commit.py`'s row pass), it updates a
 static decoding state in place (`BlockState`: the graphed decoder's device tensors):
@@ -10,7 +10,10 @@ static decoding state in place (`BlockState`: the graphed decoder's device tenso
 2. the commit rule over their confidences (`commit.commit_mask_reference`: threshold or factor,
    at least one position when none passes: the leftmost candidate, or the most confident, or by
    the line-mode flag with `fallback="mode"`: the most confident in line mode);
-3. committed tokens enter the block; every active position after the first eos becomes eos;
+3. revision (`revise` > 0, the sampler's `SamplerConfig.revise`): an already committed position
+   whose best token now differs from its own, with confidence >= revise, takes it (not to or
+   from eos: where the text ends stays put); committed tokens enter the block; every active
+   position after the first eos becomes eos;
 4. a snapshot for the host: (block, still-masked, number committed, active count);
 5. when no active position is masked, the block is finished: it becomes the previous block (its
    K/V enters the cache in the next step), a new block of masks starts (shorter near max_tokens),
@@ -67,7 +70,7 @@ def line_candidates(block: torch.Tensor, masked: torch.Tensor, newline: torch.Te
 
 def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
                            rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0,
-                           fallback: str = "mode"):
+                           fallback: str = "mode", revise: float = 0.0):
     """Pure torch, in place on `st`; returns the commit mask."""
     b = st.masked.shape[0]
     ar = torch.arange(b, device=st.ids.device)
@@ -76,6 +79,9 @@ def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id
     cand = torch.where(st.line_mode, line_candidates(blk, cand, st.newline), cand)
     leftmost = ~st.line_mode if fallback == "mode" else fallback  # "mode": decided on the device
     commit = commit_mask_reference(conf, cand, rule, threshold, factor, leftmost)
+    if revise > 0:
+        rev = active & ~st.masked & (tokens != blk) & (conf >= revise) & (blk != eos_id) & (tokens != eos_id)
+        blk = torch.where(rev, tokens, blk)
     new_blk = torch.where(commit, tokens, blk)
     masked = st.masked & ~commit
     is_eos = (new_blk == eos_id) & ~masked & active
@@ -123,8 +129,8 @@ if triton is not None:
 
     @triton.jit
     def _update_kernel(TOK, CONF, IDS, MASKED, ACTIVE, NPREV, GEN, MAXTOK, POS, LINE, NEWLINE, SNAP,
-                       COMMIT, b, eos_id, mask_id, max_seq_len, threshold, factor,
-                       FACTOR: tl.constexpr, FALLBACK: tl.constexpr, BLOCK: tl.constexpr):
+                       COMMIT, b, eos_id, mask_id, max_seq_len, threshold, factor, revise,
+                       FACTOR: tl.constexpr, FALLBACK: tl.constexpr, REVISE: tl.constexpr, BLOCK: tl.constexpr):
         i = tl.arange(0, BLOCK)
         ok = i < b
         blk = tl.load(IDS + b + i, mask=ok, other=0)
@@ -148,6 +154,9 @@ if triton is not None:
         else:  # "confident"
             leftmost = line_mode & ~line_mode
         commit = commit_rule(c, cand, i, threshold, factor, leftmost, FACTOR)
+        if REVISE:  # committed positions whose best token now differs, confidently (not eos)
+            rev = act & ~mk & (pred != blk) & (c >= revise) & (blk != eos_id) & (pred != eos_id)
+            blk = tl.where(rev, pred, blk)
         new_blk = tl.where(commit, pred, blk)
         masked = mk & ~commit
         is_eos = (new_blk == eos_id) & ~masked & act
@@ -212,7 +221,7 @@ def step_inputs_triton(pos, n_prev, active, max_seq_len: int, capacity: int, out
 
 def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: int, max_seq_len: int,
                         rule: str = "threshold", threshold: float = 0.9, factor: float = 1.0,
-                        fallback: str = "mode"):
+                        fallback: str = "mode", revise: float = 0.0):
     """The Triton launcher (CUDA tensors, or CPU ones under TRITON_INTERPRET=1); one program."""
     if rule not in RULES or fallback not in FALLBACKS:
         raise ValueError(f"rule must be one of {RULES}, fallback one of {FALLBACKS}")
@@ -223,8 +232,9 @@ def block_update_triton(tokens, conf, st: BlockState, *, eos_id: int, mask_id: i
     _update_kernel[(1,)](
         tokens, conf, st.ids, st.masked.view(torch.int8), st.active.view(torch.int8), st.n_prev, st.gen,
         st.max_tok, st.pos, st.line_mode.view(torch.int8), st.newline.view(torch.int8), st.snap,
-        commit.view(torch.int8), b, eos_id, mask_id, max_seq_len, float(threshold), float(factor),
-        FACTOR=rule == "factor", FALLBACK=FALLBACKS.index(fallback), BLOCK=max(16, next_pow2(b)), num_warps=4)
+        commit.view(torch.int8), b, eos_id, mask_id, max_seq_len, float(threshold), float(factor), float(revise),
+        FACTOR=rule == "factor", FALLBACK=FALLBACKS.index(fallback), REVISE=revise > 0, BLOCK=max(16, next_pow2(b)),
+        num_warps=4)
     return commit
 
 

@@ -70,6 +70,9 @@ def add_arguments(sub):
     b.add_argument("--thresholds", default="0.9,0.7,0.5")
     b.add_argument("--fallback", default="mode", choices=["mode", "leftmost", "confident"],
                    help="SamplerConfig.fallback: what a diffusion step commits when no position passes")
+    b.add_argument("--revise", type=float, default=0.5,
+                   help="SamplerConfig.revise: a committed token whose argmax now differs with this confidence "
+                        "takes it (0: off)")
     b.add_argument("--max-tokens-line", type=int, default=64, metavar="N")
     b.add_argument("--max-tokens-block", type=int, default=192, metavar="N")
     b.add_argument("--impl", default="graphed", choices=["graphed", "eager"],
@@ -370,7 +373,7 @@ def run(args) -> int:
                 continue
             m, tk = models[kind]
             cfg = SamplerConfig(block_size=b, threshold=thr if thr is not None else 0.9, max_tokens=max_tokens[bench],
-                                fallback=args.fallback)
+                                fallback=args.fallback, revise=args.revise)
             sampler = Sampler(m, tk, cfg)
             if impl == "graphed":
                 dec = graphed(sampler, cfg, lag=args.lag)
@@ -426,7 +429,7 @@ def run(args) -> int:
     _print_tables(results, floors, peaks, launch, multi, single, say)
     report = {"machine": describe_machine(str(device)), "checkpoint": str(ckpt),
               "ar_checkpoint": args.ar_checkpoint, "device": str(device), "dtype": str(next(model.parameters()).dtype),
-              "impl": args.impl, "lag": args.lag, "fallback": args.fallback, "tokenizer_memo": not args.cold_tokenizer, "kernels": "torch (" + kernel_error + ")" if kernel_error else
+              "impl": args.impl, "lag": args.lag, "fallback": args.fallback, "revise": args.revise, "tokenizer_memo": not args.cold_tokenizer, "kernels": "torch (" + kernel_error + ")" if kernel_error else
               ("triton" if cuda else "torch"), "peaks": peaks, "launch": launch, "floors": floors,
               "speedup_multi_line": multi, "speedup_single_line": single, "skipped": skipped,
               "figures": {k: v[0] for k, v in figures.items()}, "seconds": time.perf_counter() - t_start,

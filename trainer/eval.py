@@ -50,6 +50,7 @@ class InfillConfig:
     syntax_guard_alternatives: int = 0  # SamplerConfig.syntax_guard_alternatives
     token_healing: bool = True  # SamplerConfig.token_healing, as the server decodes (no effect at a line start)
     fallback: str = "mode"  # SamplerConfig.fallback
+    revise: float = 0.5  # SamplerConfig.revise
 
     def __post_init__(self):
         if self.max_tokens == 0:
@@ -147,7 +148,7 @@ def sampler_complete(sampler, cfg: InfillConfig) -> CompleteFn:
     scfg = SamplerConfig(block_size=cfg.block_size, max_tokens=cfg.max_tokens, rule=cfg.rule,
                          threshold=cfg.threshold, factor=cfg.factor, syntax_guard=cfg.syntax_guard,
                          syntax_guard_alternatives=cfg.syntax_guard_alternatives, token_healing=cfg.token_healing,
-                         fallback=cfg.fallback)
+                         fallback=cfg.fallback, revise=cfg.revise)
 
     def complete(task: InfillTask):
         c = sampler.complete(task.prefix, task.suffix, mode=cfg.mode, cfg=scfg)

@@ -49,6 +49,9 @@ def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
                         "the tests share the cores, and oversubscribed torch threads run ~10x slower)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-program time limit")
     p.add_argument("--oracle", action="store_true", help="use the held-out text as the completion (no model)")
+    p.add_argument("--revise", type=float, default=0.5,
+                   help="SamplerConfig.revise: a committed token whose argmax now differs with this confidence "
+                        "takes it (0: off)")
     p.add_argument("--fallback", choices=["mode", "leftmost", "confident"], default="mode",
                    help="SamplerConfig.fallback: the one position a step commits when none passes the rule")
     p.add_argument("--syntax-guard", action="store_true",
@@ -171,7 +174,7 @@ def run(args) -> int:
         raise DllmError("--record with --oracle would store the harness check as a model's figure; drop one")
     icfg = ev.InfillConfig(mode=mode, block_size=args.block_size, max_tokens=args.max_tokens,
                            rule=args.rule, threshold=args.threshold, factor=args.factor,
-                           syntax_guard=args.syntax_guard, fallback=args.fallback,
+                           syntax_guard=args.syntax_guard, fallback=args.fallback, revise=args.revise,
                            syntax_guard_alternatives=args.syntax_guard_alternatives,
                            token_healing=args.token_healing)
     sandbox = SandboxConfig(timeout_s=args.timeout, workers=args.workers)

@@ -77,6 +77,37 @@ def test_a_step_where_nothing_passes_commits_the_leftmost_mask(tokenizer, fallba
         SamplerConfig(fallback="random")
 
 
+class ChangingModel(ScriptedModel):
+    """A ScriptedModel whose script changes from step to step: scripts[i] at step i (the last after)."""
+
+    def __init__(self, tokenizer, scripts, confs):
+        super().__init__(tokenizer, scripts[0], confs[0])
+        self.scripts, self.confs = scripts, confs
+
+    def step(self, clean, block, cache):
+        i = min(self.calls, len(self.scripts) - 1)
+        self.script, self.conf = self.scripts[i], self.confs[i]
+        return super().step(clean, block, cache)
+
+
+@pytest.mark.parametrize("revise,second,want", [
+    (0.5, "c", "cb"),  # the first commit now reads c at 0.8: revised
+    (0.9, "c", "ab"),  # 0.8 is below this revise threshold
+    (0.0, "c", "ab"),  # off
+    (0.5, "eos", "ab"),  # never to eos (nor from it): where the text ends stays put
+])
+def test_a_committed_token_is_revised_when_the_model_changes_its_mind(tokenizer, revise, second, want):
+    a, b, c = (tokenizer.encode(w)[0] for w in ("a", "b", "c"))
+    two = tokenizer.eos_id if second == "eos" else c
+    model = ChangingModel(tokenizer, [[a, b], [two, b]], [[0.95, 0.3], [0.8, 0.95]])
+    cfg = SamplerConfig(block_size=2, max_tokens=2, threshold=0.9, revise=revise)
+    out = Sampler(model, tokenizer, cfg).complete("x = ", "", mode="line")
+    assert out.trace.per_step == [1, 1]
+    assert out.text == want
+    with pytest.raises(ValueError, match="revise"):
+        SamplerConfig(revise=1.5)
+
+
 def test_confidence_measures():
     logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]]))
     c, tok = confidence(logits, "maxprob")

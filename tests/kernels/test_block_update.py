@@ -33,12 +33,13 @@ def _clone(st):
 
 
 @pytest.mark.parametrize("b", [1, 5, 32])
+@pytest.mark.parametrize("revise", [0.0, 0.5])
 @pytest.mark.parametrize("rule,threshold,factor,fallback", [
     ("threshold", 0.5, 1.0, "mode"), ("threshold", 0.95, 1.0, "mode"), ("threshold", 0.95, 1.0, "leftmost"),
     ("threshold", 0.95, 1.0, "confident"), ("factor", 0.0, 1.0, "mode"), ("factor", 0.0, 3.0, "confident")])
-def test_matches_the_reference(triton_device, b, rule, threshold, factor, fallback):
+def test_matches_the_reference(triton_device, b, rule, threshold, factor, fallback, revise):
     g = torch.Generator().manual_seed(b)
-    finished = kept = lined = 0
+    finished = kept = lined = revised = 0
     for trial in range(12):
         st = _state(b, triton_device, g, line=trial % 2 == 1, done_ish=trial % 3 == 0)
         tokens = torch.randint(4, V, (b,), generator=g)
@@ -49,7 +50,8 @@ def test_matches_the_reference(triton_device, b, rule, threshold, factor, fallba
         tokens, conf = tokens.to(triton_device), conf.to(triton_device)
         ref = _clone(st)
         kw = dict(eos_id=EOS, mask_id=MASK, max_seq_len=64, rule=rule, threshold=threshold, factor=factor,
-                  fallback=fallback)
+                  fallback=fallback, revise=revise)
+        was = ref.ids[b:].clone(), ref.masked.clone()
         want = block_update_reference(tokens, conf, ref, **kw)
         got = block_update_triton(tokens, conf, st, **kw)
         assert got.tolist() == want.tolist(), trial
@@ -58,7 +60,13 @@ def test_matches_the_reference(triton_device, b, rule, threshold, factor, fallba
         finished += int(ref.n_prev) > 0
         kept += int(ref.n_prev) == 0
         lined += trial % 2
+        new_blk = ref.ids[:b] if int(ref.n_prev) > 0 else ref.ids[b:]  # a finished block moved to prev
+        changed = int((~was[1] & (new_blk != was[0])).sum())  # committed tokens that changed
+        revised += changed
+        if revise == 0:
+            assert changed == 0 or bool((new_blk == EOS).any()), trial  # only the fill after an eos
     assert finished and (kept or b == 1) and lined  # both outcomes of a step (b = 1 always finishes), line mode
+    assert revised or revise == 0 or b == 1  # revisions happened (b = 1: a committed position is never read again)
 
 
 def test_rejects_bad_blocks():

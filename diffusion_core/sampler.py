@@ -64,10 +64,12 @@ class SamplerConfig:
     # then conditions the rest; in a line, it is often the line's end (docs/results.md, "The commit
     # fallback")
     fallback: str = "mode"
-    # revision (Seed's edit stage trains the model to correct visible tokens): at each step, a
-    # committed position of the current block whose argmax now differs from its token, with
-    # confidence >= revise, takes the new token (never to or from eos); it costs no forward, as the
-    # step reads every position's logits. 0: off (docs/results.md, "Revising committed tokens")
+    # revision in block mode (Seed's edit stage trains the model to correct visible tokens): at
+    # each step, a committed position of the current block whose argmax now differs from its
+    # token, with confidence >= revise, takes the new token (never to or from eos). It costs no
+    # forward: the step reads every position's logits (on a CPU the head then runs over the whole
+    # block, not only the candidates, which single lines, where it gained nothing, are spared).
+    # 0: off (docs/results.md, "Revising committed tokens")
     revise: float = 0.5
 
     @classmethod
@@ -377,6 +379,7 @@ class DecodeState:
         self.guard = guard  # syntax_guard.SyntaxGuard, or None
         # the commit fallback of this request, "mode" resolved ("leftmost" or "confident")
         self.fallback = cfg.fallback if cfg.fallback != "mode" else "confident" if ctx.mode == "line" else "leftmost"
+        self.revise = cfg.revise if ctx.mode == "block" else 0.0  # block mode only
         self.generated: list[int] = []
         self.stop: tuple[int, str] | None = None
         self.text = ""
@@ -419,11 +422,11 @@ class DecodeState:
         """The block positions whose logits the next `advance` reads (the commit candidates,
         ascending), for `model.step(..., rows=)`, which then runs its head over those only;
         None when it needs them all (on CUDA, where the fused commit takes the whole block, with
-        a graphed step, a model without `step_rows`, or with `cfg.revise`, which reads the committed
+        a graphed step, a model without `step_rows`, or revising, which reads the committed
         positions too)."""
         s = self.sampler
         if (s.device.type == "cuda" or s.graphed is not None or not getattr(s.model, "step_rows", False)
-                or self.cfg.revise > 0):
+                or self.revise > 0):
             return None
         return torch.tensor(self._candidates(), dtype=torch.long)
 
@@ -465,7 +468,7 @@ class DecodeState:
             chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), self.fallback)
             pred = pred_t.tolist()
         n = len(chosen)
-        if cfg.revise > 0 and rows is None:  # after the commit rule: this step's candidates stay
+        if self.revise > 0 and rows is None:  # after the commit rule: this step's candidates stay
             self._revise(pred, conf)
         saved = (list(self.block), list(self.masked)) if self.guard is not None else None
         stop = self._commit(chosen, pred)
@@ -508,13 +511,13 @@ class DecodeState:
         return self.done
 
     def _revise(self, pred: list[int], conf) -> None:
-        """Committed positions whose argmax now differs, with confidence >= cfg.revise, take it
+        """Committed positions whose argmax now differs, with confidence >= self.revise, take it
         (as `kernels.block_update`; eos neither replaced nor written, so the text's end stays)."""
         eos = self.sampler.tok.eos_id
         conf = conf.tolist() if torch.is_tensor(conf) else conf
         for i in range(self.b):
             if (not self.masked[i] and pred[i] != self.block[i]
-                    and self.block[i] != eos and pred[i] != eos and conf[i] >= self.cfg.revise):
+                    and self.block[i] != eos and pred[i] != eos and conf[i] >= self.revise):
                 self.block[i] = pred[i]
 
     def _restore(self, saved: tuple[list[int], list[bool]]):

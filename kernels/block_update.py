@@ -10,9 +10,9 @@ static decoding state in place (`BlockState`: the graphed decoder's device tenso
 2. the commit rule over their confidences (`commit.commit_mask_reference`: threshold or factor,
    at least one position when none passes: the leftmost candidate, or the most confident, or by
    the line-mode flag with `fallback="mode"`: the most confident in line mode);
-3. revision (`revise` > 0, the sampler's `SamplerConfig.revise`): an already committed position
-   whose best token now differs from its own, with confidence >= revise, takes it (not to or
-   from eos: where the text ends stays put); committed tokens enter the block; every active
+3. revision (`revise` > 0, the sampler's `SamplerConfig.revise`; not in line mode): an already
+   committed position whose best token now differs from its own, with confidence >= revise,
+   takes it (not to or from eos: where the text ends stays put); committed tokens enter the block; every active
    position after the first eos becomes eos;
 4. a snapshot for the host: (block, still-masked, number committed, active count);
 5. when no active position is masked, the block is finished: it becomes the previous block (its
@@ -80,7 +80,8 @@ def block_update_reference(tokens, conf, st: BlockState, *, eos_id: int, mask_id
     leftmost = ~st.line_mode if fallback == "mode" else fallback  # "mode": decided on the device
     commit = commit_mask_reference(conf, cand, rule, threshold, factor, leftmost)
     if revise > 0:
-        rev = active & ~st.masked & (tokens != blk) & (conf >= revise) & (blk != eos_id) & (tokens != eos_id)
+        rev = (active & ~st.masked & (tokens != blk) & (conf >= revise) & (blk != eos_id) & (tokens != eos_id)
+               & ~st.line_mode)
         blk = torch.where(rev, tokens, blk)
     new_blk = torch.where(commit, tokens, blk)
     masked = st.masked & ~commit
@@ -155,7 +156,7 @@ if triton is not None:
             leftmost = line_mode & ~line_mode
         commit = commit_rule(c, cand, i, threshold, factor, leftmost, FACTOR)
         if REVISE:  # committed positions whose best token now differs, confidently (not eos)
-            rev = act & ~mk & (pred != blk) & (c >= revise) & (blk != eos_id) & (pred != eos_id)
+            rev = act & ~mk & (pred != blk) & (c >= revise) & (blk != eos_id) & (pred != eos_id) & ~line_mode
             blk = tl.where(rev, pred, blk)
         new_blk = tl.where(commit, pred, blk)
         masked = mk & ~commit

@@ -90,19 +90,20 @@ class ChangingModel(ScriptedModel):
         return super().step(clean, block, cache)
 
 
-@pytest.mark.parametrize("revise,second,want", [
-    (0.5, "c", "cb"),  # the first commit now reads c at 0.8: revised
-    (0.9, "c", "ab"),  # 0.8 is below this revise threshold
-    (0.0, "c", "ab"),  # off
-    (0.5, "eos", "ab"),  # never to eos (nor from it): where the text ends stays put
+@pytest.mark.parametrize("revise,second,mode,want", [
+    (0.5, "c", "block", "cb"),  # the first commit now reads c at 0.8: revised
+    (0.9, "c", "block", "ab"),  # 0.8 is below this revise threshold
+    (0.0, "c", "block", "ab"),  # off
+    (0.5, "eos", "block", "ab"),  # never to eos (nor from it): where the text ends stays put
+    (0.5, "c", "line", "ab"),  # block mode only
 ])
-def test_a_committed_token_is_revised_when_the_model_changes_its_mind(tokenizer, revise, second, want):
+def test_a_committed_token_is_revised_when_the_model_changes_its_mind(tokenizer, revise, second, mode, want):
     a, b, c = (tokenizer.encode(w)[0] for w in ("a", "b", "c"))
-    two = tokenizer.eos_id if second == "eos" else c
-    model = ChangingModel(tokenizer, [[a, b], [two, b]], [[0.95, 0.3], [0.8, 0.95]])
-    cfg = SamplerConfig(block_size=2, max_tokens=2, threshold=0.9, revise=revise)
-    out = Sampler(model, tokenizer, cfg).complete("x = ", "", mode="line")
-    assert out.trace.per_step == [1, 1]
+    two, eos = (tokenizer.eos_id if second == "eos" else c), tokenizer.eos_id
+    model = ChangingModel(tokenizer, [[a, b, eos], [two, b, eos]], [[0.95, 0.3, 0.3], [0.8, 0.95, 0.95]])
+    cfg = SamplerConfig(block_size=3, max_tokens=3, threshold=0.9, revise=revise)
+    out = Sampler(model, tokenizer, cfg).complete("x = ", "", mode=mode)
+    assert out.trace.per_step == [1, 2]
     assert out.text == want
     with pytest.raises(ValueError, match="revise"):
         SamplerConfig(revise=1.5)

@@ -63,8 +63,8 @@ def test_matches_the_reference(triton_device, b, rule, threshold, factor, fallba
         new_blk = ref.ids[:b] if int(ref.n_prev) > 0 else ref.ids[b:]  # a finished block moved to prev
         changed = int((~was[1] & (new_blk != was[0])).sum())  # committed tokens that changed
         revised += changed
-        if revise == 0:
-            assert changed == 0 or bool((new_blk == EOS).any()), trial  # only the fill after an eos
+        if revise == 0 or trial % 2 == 1:  # off, or line mode: only the fill after an eos
+            assert changed == 0 or bool((new_blk == EOS).any()), trial
     assert finished and (kept or b == 1) and lined  # both outcomes of a step (b = 1 always finishes), line mode
     assert revised or revise == 0 or b == 1  # revisions happened (b = 1: a committed position is never read again)
 

@@ -12,8 +12,8 @@ static decoding state in place (`BlockState`: the graphed decoder's device tenso
    the line-mode flag with `fallback="mode"`: the most confident in line mode);
 3. revision (`revise` > 0, the sampler's `SamplerConfig.revise`; not in line mode): an already
    committed position whose best token now differs from its own, with confidence >= revise,
-   takes it (not to or from eos: where the text ends stays put); committed tokens enter the block; every active
-   position after the first eos becomes eos;
+   takes it (not to or from eos: where the text ends stays put); committed tokens enter the
+   block; every active position after the first eos becomes eos;
 4. a snapshot for the host: (block, still-masked, number committed, active count);
 5. when no active position is masked, the block is finished: it becomes the previous block (its
    K/V enters the cache in the next step), a new block of masks starts (shorter near max_tokens),

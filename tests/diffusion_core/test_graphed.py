@@ -63,6 +63,29 @@ def test_graphed_diffusion_equals_the_sampler(tokenizer, seed, cfg):
     assert dec.cache.length == dec.cache.pos.item() == len(dec.cache.tokens)
 
 
+def test_graphed_revision_equals_the_sampler(tokenizer):
+    """Revision (`SamplerConfig.revise`, `kernels.block_update`) in the graphed decoder gives the
+    Sampler's completions, and it changes some of them. (A small random model's best token at a
+    committed position is that token itself: its matrices are scaled up here so that the context
+    moves it, and the bar is tiny, as its confidences are.)"""
+    changed = 0
+    for seed in (0, 1, 3):
+        m = _model(tokenizer, seed)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if p.dim() == 2 and "tok_emb" not in name:
+                    p *= 8
+        cfg = dict(block_size=8, threshold=0.3, max_tokens=24)
+        s = Sampler(m, tokenizer, SamplerConfig(**cfg, revise=1e-6))
+        dec = GraphedDecoder(s, s.cfg)
+        for prefix, suffix in PROMPTS:
+            want = s.complete(prefix, suffix, mode="block")
+            _same(dec.complete(prefix, suffix, mode="block", cold=True), want)
+            off = Sampler(m, tokenizer, SamplerConfig(**cfg, revise=0.0)).complete(prefix, suffix, mode="block")
+            changed += want.text != off.text
+    assert changed
+
+
 def test_the_first_step_is_model_step(tokenizer):
     """A completion's first step (`_start`: the block state set up from one copy, the prompt and the
     first block in one forward) gives `model.step`'s logits and K/V, onto an empty cache and onto

@@ -66,6 +66,10 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="start from this export's weights: with --stage, the model to post-train (default: the "
                         "shipped model); without, pre-training continues it (fresh optimizer and schedule)")
     s.add_argument("--threshold", type=float, default=0.9, help="the decoder's commit threshold (onpolicy)")
+    s.add_argument("--rollout-fallback", choices=("leftmost", "confident"), default="leftmost",
+                   help="the rollouts' commit when nothing passes the threshold (the sampler's block mode: leftmost)")
+    s.add_argument("--rollout-revise", type=float, default=0.5, metavar="R",
+                   help="the rollouts' revision of committed tokens (the sampler's block mode: 0.5; 0: off)")
     s.add_argument("--data-weight", type=float, default=0.5, help="weight of the data's mask-stage ELBO")
     s.add_argument("--updates-per-rollout", type=int, default=2)
     s.add_argument("--targets", choices=("teacher", "data"),
@@ -359,6 +363,7 @@ def _post(args, tok_path: Path, data: Path, log, rank: int, t_start: float) -> i
         max_steps=args.max_steps, max_minutes=args.max_minutes, stop_at_step=args.stop_at_step,
         lr=args.lr if args.lr != 2e-3 else 3e-4, warmup_steps=args.warmup if args.warmup != 200 else 20,
         schedule=args.schedule, weight_decay=args.weight_decay, threshold=args.threshold,
+        fallback=args.rollout_fallback, revise=args.rollout_revise,
         data_weight=args.data_weight, updates_per_rollout=args.updates_per_rollout, fim_only=args.fim_only,
         targets=args.targets or "", horizon=args.horizon, teacher_kl=args.teacher_kl, **({"distill_rules": _rules(args.distill_rules)} if args.distill_rules else {}),
         data=SequenceConfig(seq_len=args.seq_len, p_fim=args.p_fim),

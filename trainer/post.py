@@ -7,9 +7,10 @@ training sequence is denoised at once, each conditioned on the clean tokens of t
 it, exactly what `Transformer.step` shows a block at inference. So one forward advances B x
 (L / block_size) independent completions by one denoising step. The generated positions (`gen`)
 are the valid non-special tokens; the special FIM tokens and padding stay as they are. A rollout
-is the threshold decoder of the sampler (commit every masked position of a block whose
-confidence passes the threshold, at least one per block and step), recorded as the step at which
-each position was committed (`commit_step`): the state after k steps is "masked where
+is the threshold decoder of the sampler's block mode (commit every masked position of a block
+whose confidence passes the threshold, else its leftmost masked position; then revise tokens
+committed in earlier steps, `fallback` and `revise`), recorded as the step at which each
+position was committed (`commit_step`): the state after k steps is "masked where
 commit_step >= k", so every intermediate state of every trajectory is known without storing it.
 
 The syntax check (`verify_blocks`): tree-sitter counts the ERROR and MISSING nodes of a window
@@ -96,6 +97,8 @@ class PostConfig(TrainConfig):
     stage: str = "onpolicy"  # init: the stage-2 export (config.json + model.safetensors + tokenizer.json)
     block_size: int = 32  # the decoder's block size (the sampler's default)
     threshold: float = 0.9  # the inference decoder's commit threshold (stage 4)
+    fallback: str = "leftmost"  # the rollouts' commit fallback and revision: the sampler's block mode
+    revise: float = 0.5
     distill_rules: tuple[tuple[float, float], ...] = ((0.9, 0.0), (0.7, 0.0), (0.5, 0.0), (0.9, 0.7))
     targets: str = ""  # "teacher" (stage 3's default) or "data" (stage 4's, and its only choice)
     data_weight: float = 0.5  # weight of the mask-stage ELBO on the data
@@ -129,6 +132,9 @@ class PostConfig(TrainConfig):
             raise TrainError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
         if self.horizon < 0:
             raise TrainError(f"horizon must be >= 0, not {self.horizon}")
+        if self.fallback not in ("leftmost", "confident") or not 0.0 <= self.revise <= 1.0:
+            raise TrainError(f"fallback must be 'leftmost' or 'confident' and revise in [0, 1], "
+                             f"not {self.fallback!r}, {self.revise!r}")
         if self.teacher_kl < 0:
             raise TrainError(f"teacher_kl must be >= 0, not {self.teacher_kl}")
         if self.teacher_kl > 0 and (self.targets != "teacher" or self.horizon == 0):
@@ -196,6 +202,7 @@ def _post_train(cfg: PostConfig) -> dict:
     ban[tok.vocab_size:] = True
     ban = ban.to(device)
     special = [i for i in tok.special_ids if i != tok.eos_id]
+    decoder = dict(fallback=cfg.fallback, revise=cfg.revise, eos_id=tok.eos_id)  # the sampler's block mode
     log = MetricsLog(out / "metrics.jsonl", state.step, dist.main)
     if dist.main:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
@@ -253,7 +260,7 @@ def _post_train(cfg: PostConfig) -> dict:
             t0 = time.perf_counter()
             target = None  # the data
             if cfg.stage == "onpolicy":
-                r = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=cfg.threshold)
+                r = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=cfg.threshold, **decoder)
                 ok = verify(r)
                 keep = torch.ones_like(ok)  # every block has on-track states; syntax_ok is reported
                 greedy = r
@@ -264,7 +271,7 @@ def _post_train(cfg: PostConfig) -> dict:
                 cands, scores, oks = [], [], []
                 for th, temp in cfg.distill_rules:
                     c = rollout(roll_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=th,
-                                temperature=temp, generator=gen_t)
+                                temperature=temp, generator=gen_t, **decoder)
                     ok = verify(c)
                     sc = block_nelbo(roll_fn, c.y, gen, bid, nblk, mask_id=tok.mask_id, t=t_blk, u=u)
                     cands.append(c)
@@ -277,7 +284,8 @@ def _post_train(cfg: PostConfig) -> dict:
                 r = Rollout(y=torch.stack([c.y for c in cands]).gather(0, cp[None])[0],
                             commit_step=torch.stack([c.commit_step for c in cands]).gather(0, cp[None])[0],
                             steps=torch.stack([c.steps for c in cands]).gather(0, choice[None])[0],
-                            tokens=cands[0].tokens)
+                            tokens=cands[0].tokens,
+                            first=torch.stack([c.first for c in cands]).gather(0, cp[None])[0])
                 greedy, ok = cands[0], oks[0]  # the first rule is the inference decoder: its figures are reported
                 add("chosen_greedy", float(((choice == 0) & keep).sum()) / max(1, int(keep.sum())))
                 if teacher_mod is not None:  # the student's own decoder is what the figures follow
@@ -286,7 +294,7 @@ def _post_train(cfg: PostConfig) -> dict:
                     add("teacher_steps_per_token",
                         float(greedy.steps[t_has].sum()) / max(1, int(greedy.tokens[t_has].sum())))
                     greedy = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban,
-                                     threshold=cfg.threshold)
+                                     threshold=cfg.threshold, **decoder)
                     ok = verify(greedy)
                     add("teacher_agree", float((gen & (greedy.y == r.y)).sum()) / max(1, int(gen.sum())))
             t_roll = time.perf_counter() - t0

@@ -27,6 +27,7 @@ class Rollout:
     commit_step: torch.Tensor  # (B, L) the step that committed each generated position; -1 elsewhere
     steps: torch.Tensor  # (B, nblk) steps of each block (0: nothing generated there)
     tokens: torch.Tensor  # (B, nblk) generated tokens of each block
+    first: torch.Tensor | None = None  # (B, L) the token each position got when committed (before revisions)
 
 
 def block_layout(L: int, bs: int, offset: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -63,14 +64,27 @@ def per_block(values: torch.Tensor, bid: torch.Tensor, nblk: int, reduce: str = 
 @torch.no_grad()
 def rollout(logits_fn, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, nblk: int, *, mask_id: int,
             ban: torch.Tensor, threshold: float, temperature: float = 0.0,
-            generator: torch.Generator | None = None) -> Rollout:
+            generator: torch.Generator | None = None, fallback: str = "leftmost", revise: float = 0.0,
+            eos_id: int | None = None) -> Rollout:
     """The threshold decoder on every block at once. logits_fn(x_t) -> (B, L, V) logits of the
     noisy half (the clean half, x0, is bound in it). temperature 0: the argmax and its
     probability (the sampler); > 0: the token is drawn from softmax(logits / temperature)
-    (Gumbel-max) and its confidence is its probability under the model."""
+    (Gumbel-max) and its confidence is its probability under the model.
+
+    As the sampler's block mode: a block where no masked position passes the threshold commits
+    one, its leftmost masked position (`fallback="leftmost"`) or its most confident
+    ("confident"); with `revise` > 0 and temperature 0, a position committed in an earlier step
+    whose argmax now differs with confidence >= revise takes it (never to or from `eos_id`),
+    after the commit rule. `Rollout.first` keeps the tokens as committed (`on_track` reads both)."""
+    if fallback not in ("leftmost", "confident"):
+        raise ValueError(f"fallback must be 'leftmost' or 'confident', not {fallback!r}")
+    if revise > 0 and eos_id is None:
+        raise ValueError("revision needs eos_id")
     xt = torch.where(gen, torch.full_like(x0, mask_id), x0)
+    first = xt.clone()
     masked = gen.clone()
     commit_step = torch.full_like(x0, -1)
+    idx = torch.arange(x0.shape[1], device=x0.device).expand_as(x0)
     step = 0
     while bool(masked.any()):
         logits = logits_fn(xt).float().masked_fill(ban, float("-inf"))
@@ -83,16 +97,27 @@ def rollout(logits_fn, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, n
             best, pred = logp.max(-1)
             conf = best.exp()
         del logits, logp
-        conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
-        bmax = per_block(conf, bid, nblk, "amax").gather(1, bid)
-        commit = masked & ((conf >= threshold) | (conf >= bmax))
+        cm = torch.where(masked, conf, torch.full_like(conf, -1.0))
+        if fallback == "confident":
+            bmax = per_block(cm, bid, nblk, "amax").gather(1, bid)
+            commit = masked & ((cm >= threshold) | (cm >= bmax))
+        else:
+            passes = masked & (cm >= threshold)
+            none = per_block(passes.long(), bid, nblk, "amax").gather(1, bid) == 0
+            left = per_block(torch.where(masked, idx, x0.shape[1]), bid, nblk, "amin").gather(1, bid)
+            commit = passes | (masked & none & (idx == left))
+        if revise > 0 and temperature == 0:
+            rev = (gen & ~masked & (pred != xt) & (xt != eos_id) & (pred != eos_id) & (conf >= revise))
+            xt = torch.where(rev, pred, xt)
         xt = torch.where(commit, pred, xt)
+        first = torch.where(commit, pred, first)
         commit_step = torch.where(commit, torch.full_like(commit_step, step), commit_step)
         masked &= ~commit
         step += 1
     steps = per_block(commit_step + 1, bid, nblk, "amax")
     tokens = per_block(gen.long(), bid, nblk)
-    return Rollout(y=torch.where(gen, xt, x0), commit_step=commit_step, steps=steps, tokens=tokens)
+    return Rollout(y=torch.where(gen, xt, x0), commit_step=commit_step, steps=steps, tokens=tokens,
+                   first=torch.where(gen, first, x0))
 
 
 def state_at(r: Rollout, gen: torch.Tensor, bid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -164,8 +189,11 @@ def verify_blocks(tok: Tokenizer, x0: np.ndarray, y: np.ndarray, bid: np.ndarray
 
 def on_track(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, nblk: int) -> torch.Tensor:
     """(B, nblk): the last step k whose state is still on track, i.e. every token committed before
-    step k is the data's own (the step of the first wrong commit, capped at steps - 1)."""
+    step k is the data's own (the step of the first wrong commit, capped at steps - 1). A token
+    revised counts from its commit as wrong if it was wrong when committed or after revision."""
     wrong = gen & (r.y != x0)
+    if r.first is not None:
+        wrong |= gen & (r.first != x0)
     first_wrong = per_block(torch.where(wrong, r.commit_step, r.steps.gather(1, bid)), bid, nblk, "amin")
     return torch.minimum(first_wrong, r.steps - 1).clamp(min=0)
 

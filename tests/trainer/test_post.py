@@ -31,7 +31,8 @@ def scripted(conf_by_pos: torch.Tensor, tokens: torch.Tensor, V: int = 16):
     return fn
 
 
-def test_rollout_commits_by_the_threshold_at_least_one_per_block_and_records_the_order():
+@pytest.mark.parametrize("fallback", ["leftmost", "confident"])
+def test_rollout_commits_by_the_threshold_at_least_one_per_block_and_records_the_order(fallback):
     B, L, bs, V = 1, 8, 4, 16
     x0 = torch.full((B, L), 7)
     tokens = torch.arange(8, 16).view(1, L)
@@ -40,18 +41,55 @@ def test_rollout_commits_by_the_threshold_at_least_one_per_block_and_records_the
     gen = torch.ones(B, L, dtype=torch.bool)
     gen[0, 6] = False  # a special token in the second block stays as it is
     ban = torch.zeros(V, dtype=torch.bool)
-    r = rollout(scripted(conf, tokens), x0, gen, bid, nblk, mask_id=MASK, ban=ban, threshold=0.9)
-    # block 1 (positions 0-3): 0 and 3 pass the threshold at step 0, then 2 (0.3), then 1
-    assert r.commit_step[0, :4].tolist() == [0, 2, 1, 0]
-    # block 2 (positions 4-7, 6 not generated): one per step, most confident first: 5, 7, 4
-    assert r.commit_step[0, 4:].tolist() == [2, 0, -1, 1]
+    r = rollout(scripted(conf, tokens), x0, gen, bid, nblk, mask_id=MASK, ban=ban, threshold=0.9, fallback=fallback)
+    if fallback == "confident":
+        # block 1 (positions 0-3): 0 and 3 pass the threshold at step 0, then 2 (0.3), then 1
+        assert r.commit_step[0, :4].tolist() == [0, 2, 1, 0]
+        # block 2 (positions 4-7, 6 not generated): one per step, most confident first: 5, 7, 4
+        assert r.commit_step[0, 4:].tolist() == [2, 0, -1, 1]
+    else:  # the sampler's block mode: one per step, left to right, where none passes
+        assert r.commit_step[0, :4].tolist() == [0, 1, 2, 0]
+        assert r.commit_step[0, 4:].tolist() == [0, 1, -1, 2]
     assert r.y[0].tolist() == [8, 9, 10, 11, 12, 13, 7, 15]
     assert r.steps[0, 1:3].tolist() == [3, 3] and r.tokens[0, 1:3].tolist() == [4, 3]
     assert (r.steps <= r.tokens).all()
     # the state after k steps of each block: masked where commit_step >= k
     k = torch.tensor([[0, 1, 2]])
     s = state_at(r, gen, bid, k)
-    assert s[0].tolist() == [False, True, True, False, True, False, False, False]
+    assert s[0].tolist() == ([False, True, True, False, True, False, False, False] if fallback == "confident"
+                             else [False, True, True, False, False, False, False, True])
+
+
+def test_rollout_revises_committed_tokens_as_the_sampler_and_on_track_sees_the_first_token():
+    """Position 0 is committed as 9 at step 0; once position 1 is visible the model prefers 8 there
+    (0.8): with revise 0.5 it takes 8 (the data's), with 0.9 or 0 it stays. Position 3 is eos and
+    the model wants 12 there later: eos is never replaced. A temperature rollout never revises."""
+    B, L, bs, V, EOS = 1, 4, 4, 16, 2
+    x0 = torch.tensor([[8, 10, 11, EOS]])
+
+    def fn(xt):
+        seen = bool(xt[0, 1] != MASK)
+        top = [(8, 0.8) if seen else (9, 0.95), (10, 0.92 if bool(xt[0, 0] != MASK) else 0.5), (11, 0.6),
+               (12, 0.97) if seen else (EOS, 0.97)]
+        p = torch.empty(1, L, V)
+        for i, (t, q) in enumerate(top):
+            p[0, i] = (1 - q) / (V - 1)
+            p[0, i, t] = q
+        return p.log()
+
+    bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
+    gen = torch.ones(B, L, dtype=torch.bool)
+    ban = torch.zeros(V, dtype=torch.bool)
+    run = lambda **kw: rollout(fn, x0, gen, bid, nblk, mask_id=MASK, ban=ban, threshold=0.9, eos_id=EOS, **kw)  # noqa: E731
+    r = run(revise=0.5)
+    assert r.commit_step[0].tolist() == [0, 1, 2, 0]
+    assert r.y[0].tolist() == [8, 10, 11, EOS] and r.first[0].tolist() == [9, 10, 11, EOS]
+    for kw in (dict(revise=0.9), dict(revise=0.0), dict(revise=0.5, temperature=1e-4)):
+        assert run(**kw).y[0].tolist() == [9, 10, 11, EOS], kw
+    # the first token committed (9) was wrong: no state after step 0 is on track, although y is right
+    assert on_track(r, x0, gen, bid, nblk)[0, 1] == 0
+    with pytest.raises(ValueError):
+        rollout(fn, x0, gen, bid, nblk, mask_id=MASK, ban=ban, threshold=0.9, revise=0.5)  # no eos_id
 
 
 def test_generated_positions_everywhere_or_the_fim_middles_only():
@@ -369,7 +407,7 @@ def test_on_track_stops_before_the_first_wrong_commit():
     bid, nblk = block_layout(L, bs, torch.zeros(B, dtype=torch.long))
     gen = torch.ones(B, L, dtype=torch.bool)
     r = rollout(scripted(conf, tokens), x0, gen, bid, nblk, mask_id=MASK, ban=torch.zeros(16, dtype=torch.bool),
-                threshold=0.9)
+                threshold=0.9, fallback="confident")
     t = on_track(r, x0, gen, bid, nblk)
     assert t[0, 1] == 1  # states 0 and 1 hold only right tokens; state 2 holds the wrong one
     assert t[0, 2] == r.steps[0, 2] - 1  # all right: every state

@@ -98,18 +98,20 @@ def training_mask(L: int, bs: int, offset: torch.Tensor) -> torch.Tensor:
     return torch.cat([top, bottom], dim=1).unsqueeze(1)  # (B, 1, 2L, 2L)
 
 
-def training_mask_mod(L: int, bs, offset: torch.Tensor):
-    """The same mask as a FlexAttention mask_mod(b, h, q_idx, kv_idx) -> bool."""
-    off = offset.long() % bs  # (B,)
+def training_mask_mod(L: int, bs: int, offset: torch.Tensor):
+    """The same mask as a FlexAttention mask_mod(b, h, q_idx, kv_idx) -> bool. Each position's
+    block id is read from a (B, 2L) table (both halves alike): the mask_mod runs on every element
+    of the partial 128x128 tiles, and integer division there made the forward ~1.6x slower on
+    the CPU (`scripts/flex_mask_bench.py`). The block size is not in the compiled mod at all,
+    so a new one does not recompile."""
+    bid = block_ids(L, bs, offset).to(torch.int32)
+    table = torch.cat([bid, bid], 1).contiguous()  # (B, 2L)
 
     def mask_mod(b, h, q_idx, kv_idx):
+        bq, bk = table[b, q_idx], table[b, kv_idx]
         q_noisy, k_noisy = q_idx < L, kv_idx < L
-        qi = torch.where(q_noisy, q_idx, q_idx - L)
-        ki = torch.where(k_noisy, kv_idx, kv_idx - L)
-        bq = (qi + bs - off[b]) // bs
-        bk = (ki + bs - off[b]) // bs
         noisy = q_noisy & ((k_noisy & (bq == bk)) | (~k_noisy & (bk < bq)))
-        clean = ~q_noisy & ~k_noisy & (ki <= qi)
+        clean = ~q_noisy & ~k_noisy & (kv_idx <= q_idx)
         return noisy | clean
 
     return mask_mod
@@ -132,8 +134,7 @@ def flex_block_mask(L: int, bs: int, offset: torch.Tensor, *, ar: bool = False, 
             _CAUSAL_BLOCK_MASKS[key] = create_block_mask(causal_mask_mod, None, None, L, L, device=offset.device,
                                                          _compile=compile)
         return _CAUSAL_BLOCK_MASKS[key]
-    bs_t = torch.tensor(bs, device=offset.device)  # a tensor, so a new block size does not recompile
-    return create_block_mask(training_mask_mod(L, bs_t, offset), offset.shape[0], None, 2 * L, 2 * L,
+    return create_block_mask(training_mask_mod(L, bs, offset), offset.shape[0], None, 2 * L, 2 * L,
                              device=offset.device, _compile=compile)
 
 

@@ -64,7 +64,7 @@ def test_flex_mask_mod_equals_bool_mask():
     L, bs = 32, 8
     offsets = torch.tensor([0, 5, 7])
     dense = training_mask(L, bs, offsets)[:, 0]  # (B, 2L, 2L)
-    mod = training_mask_mod(L, torch.tensor(bs), offsets)
+    mod = training_mask_mod(L, bs, offsets)
     b = torch.arange(3)[:, None, None]
     q = torch.arange(2 * L)[None, :, None]
     k = torch.arange(2 * L)[None, None, :]
@@ -75,7 +75,7 @@ def test_flex_attention_equals_sdpa_on_cpu():
     flex = pytest.importorskip("torch.nn.attention.flex_attention")
     L, bs = 64, 8
     offsets = torch.tensor([0, 3])
-    bm = flex.create_block_mask(training_mask_mod(L, torch.tensor(bs), offsets), 2, None, 2 * L, 2 * L,
+    bm = flex.create_block_mask(training_mask_mod(L, bs, offsets), 2, None, 2 * L, 2 * L,
                                 device="cpu")
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, 2 * L, 16) for _ in range(3))

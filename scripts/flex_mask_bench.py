@@ -8,7 +8,8 @@ backward on the masks involved, and the block mask's construction, side by side:
 
     causal over L and 2L tokens; the diffusion mask over [x_t ; x_0] (2L) as the trainer builds it
     with block ids by integer division in the mask_mod (the trainer's before session 25) and looked
-    up from a (B, 2L) table (`training_mask_mod` now); each with block sizes 4 and 32.
+    up from a (B, 2L) table (`training_mask_mod` now); each with block sizes 4 and 32; and the
+    block mask built from each tile's range of block ids (`training_block_mask`, the trainer's now).
 
     python scripts/flex_mask_bench.py [--batch 64] [--seq 1024]
 """
@@ -22,7 +23,7 @@ import time
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, create_mask, flex_attention
 
-from dllm_ls.trainer.objectives import training_mask_mod
+from dllm_ls.trainer.objectives import training_block_mask, training_mask_mod
 
 
 def division_mask_mod(L: int, bs: torch.Tensor, offset: torch.Tensor):
@@ -97,6 +98,7 @@ def main() -> None:
         cases.append((f"diffusion bs {bs} (lookup)", 2 * L,
                       lambda off=off, bs=bs: create_block_mask(training_mask_mod(L, bs, off), B, None,
                                                                2 * L, 2 * L, device=dev)))
+    cases.append(("diffusion bs 32 (tile ranges)", 2 * L, lambda: training_block_mask(L, 32, offsets[32])))
     off1 = offsets[32][:1]
     cases.append(("diffusion bs 32 (lookup, B 1)", 2 * L,
                   lambda: create_block_mask(training_mask_mod(L, 32, off1), None, None, 2 * L, 2 * L, device=dev)))

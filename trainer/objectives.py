@@ -134,8 +134,45 @@ def flex_block_mask(L: int, bs: int, offset: torch.Tensor, *, ar: bool = False, 
             _CAUSAL_BLOCK_MASKS[key] = create_block_mask(causal_mask_mod, None, None, L, L, device=offset.device,
                                                          _compile=compile)
         return _CAUSAL_BLOCK_MASKS[key]
-    return create_block_mask(training_mask_mod(L, bs, offset), offset.shape[0], None, 2 * L, 2 * L,
-                             device=offset.device, _compile=compile)
+    if L % TILE:
+        return create_block_mask(training_mask_mod(L, bs, offset), offset.shape[0], None, 2 * L, 2 * L,
+                                 device=offset.device, _compile=compile)
+    return training_block_mask(L, bs, offset)
+
+
+TILE = 128  # FlexAttention's default block size
+
+
+def _ordered(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (B, nq, nk) bool tile map -> BlockMask's (num (B, 1, nq), indices (B, 1, nq, nk)), int32."""
+    idx = torch.argsort((~m).to(torch.int8), dim=-1, stable=True)  # the set tiles first, in order
+    return m.sum(-1, dtype=torch.int32)[:, None], idx.to(torch.int32)[:, None]
+
+
+def training_block_mask(L: int, bs: int, offset: torch.Tensor):
+    """The training mask's BlockMask built from each 128-token tile's range of block ids (ids
+    grow by at most one a position, so a tile holds every id of its range), instead of
+    create_block_mask's evaluation of the mask_mod at every (query, key) pair: 6.5 ms a step on
+    the H100 for batch 64 x 1,024 (session 25). Tiles are full (every pair allowed: flex skips the
+    mask_mod), partial or empty; the partial ones keep `training_mask_mod`. L: a multiple of 128."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    t = L // TILE
+    bid = block_ids(L, bs, offset)  # (B, L)
+    lo, hi = bid[:, ::TILE], bid[:, TILE - 1::TILE]  # (B, t): first and last block id of each tile
+    q_lo, q_hi, k_lo, k_hi = lo[:, :, None], hi[:, :, None], lo[:, None, :], hi[:, None, :]
+    B, n = bid.shape[0], 2 * t
+    any_ = torch.zeros(B, n, n, dtype=torch.bool, device=bid.device)
+    full = torch.zeros_like(any_)
+    any_[:, :t, :t] = (q_lo <= k_hi) & (k_lo <= q_hi)  # noisy -> noisy: a block id in common
+    full[:, :t, :t] = (q_lo == q_hi) & (k_lo == k_hi) & (q_lo == k_lo)
+    any_[:, :t, t:] = k_lo < q_hi  # noisy -> clean: some key's block before some query's
+    full[:, :t, t:] = k_hi < q_lo
+    i = torch.arange(t, device=bid.device)
+    any_[:, t:, t:] = i[None, :] <= i[:, None]  # clean -> clean: causal
+    full[:, t:, t:] = i[None, :] < i[:, None]
+    return BlockMask.from_kv_blocks(*_ordered(any_ & ~full), *_ordered(full), BLOCK_SIZE=TILE,
+                                    mask_mod=training_mask_mod(L, bs, offset), seq_lengths=(2 * L, 2 * L))
 
 
 def causal_mask(L: int, device=None) -> torch.Tensor:
@@ -472,7 +509,8 @@ def step_flops(cfg, B: int, L: int, bs: int, ar: bool) -> float:
 
 
 __all__ = [
-    "ObjectiveConfig", "block_ids", "training_mask", "training_mask_mod", "flex_block_mask", "causal_mask",
+    "ObjectiveConfig", "block_ids", "training_mask", "training_mask_mod", "training_block_mask", "flex_block_mask",
+    "causal_mask",
     "sample_t", "q_xt", "elbo_weight", "shift_sources", "edit_corrupt", "corrupt_blocks", "TokenDraw", "diffusion_batch",
     "ar_batch", "TrainModule", "loss_terms", "evaluate", "validation_loss", "step_flops",
 ]

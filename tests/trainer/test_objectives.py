@@ -14,7 +14,7 @@ from dllm_ls.trainer.data import SequenceConfig, SequenceSampler, TokenData
 from dllm_ls.trainer.objectives import (ObjectiveConfig, SpecialIds, TokenDraw, TrainModule, ar_batch,
                                         attention_pairs, batch_positions, causal_mask, corrupt_blocks,
                                         diffusion_batch, edit_corrupt, elbo_weight, q_xt, sample_t,
-                                        training_mask, training_mask_mod)
+                                        training_block_mask, training_mask, training_mask_mod)
 
 IDS = SpecialIds(pad=0, mask=1, eos=2)
 
@@ -82,6 +82,23 @@ def test_flex_attention_equals_sdpa_on_cpu():
     y = flex.flex_attention(q, k, v, block_mask=bm)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=training_mask(L, bs, offsets))
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("L,bs", [(128, 1), (256, 4), (256, 32), (384, 8), (256, 128), (128, 256)])
+def test_block_mask_from_tile_ranges_equals_create_block_mask(L, bs):
+    """training_block_mask (tiles classified from block-id ranges) == create_block_mask's
+    evaluation of the mask_mod, tile by tile: counts and indices, kv and q sides."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    offsets = torch.tensor([0, 1, bs - 1, 37 % bs])
+    a = training_block_mask(L, bs, offsets)
+    b = flex.create_block_mask(training_mask_mod(L, bs, offsets), 4, None, 2 * L, 2 * L, device="cpu", _compile=False)
+    for num, ind in [("kv_num_blocks", "kv_indices"), ("full_kv_num_blocks", "full_kv_indices"),
+                     ("q_num_blocks", "q_indices"), ("full_q_num_blocks", "full_q_indices")]:
+        n = getattr(a, num)
+        assert torch.equal(n, getattr(b, num)), num
+        used = torch.arange(getattr(a, ind).shape[-1]) < n[..., None]
+        assert torch.equal(getattr(a, ind)[used], getattr(b, ind)[used]), ind
+    assert (a.kv_num_blocks > 0).any() and ((a.full_kv_num_blocks > 0).any() or L == 128)  # one tile a half: none full
 
 
 def test_attention_pairs_counts_the_mask():

@@ -14,9 +14,10 @@ request early. `find_stop` returns the earliest cut.
               non-blank line, or (when final) the current line ending with the rest of the
               cursor's line;
 - "repeat":   multi-line mode: the same non-blank line (indentation included) REPEAT_LINES times
-              in a row, or the same block of up to REPEAT_BLOCK such lines, blank lines between
-              them not counting: a model in a loop (`current_depth -= 1` a dozen times, or
-              `if x:` / `return False` over and over). The text is cut after the first copy.
+              in a row, or the same block of 2 to REPEAT_BLOCK such lines REPEAT_BLOCK_COPIES
+              times, blank lines between them not counting: a model in a loop
+              (`current_depth -= 1` a dozen times, or `if x:` / `return False` over and over).
+              The text is cut after the first copy.
 
 A stop's cut never moves once the text that decides it is there: later text can only add an
 earlier cut of another kind.
@@ -31,9 +32,12 @@ from functools import lru_cache
 OPEN, CLOSE = "([{", ")]}"
 # 3 identical lines in a row: 50 of 200 Q2 completions of the shipped model at threshold 0.9 (AR
 # twin: 19), 34 of 3,000 stdlib files anywhere in them (docs/results.md, session 20); 3 copies of
-# a block of 2-4 lines: 57 of 200 (AR twin: 59), 3 of 3,000 files (session 21)
+# a block of 2-4 lines: 57 of 200 (AR twin: 59), 3 of 3,000 files (session 21). 2 copies of such
+# a block: 43 of 3,000 files, 0.6 in 1,000 lines (mostly tests and data); waiting for the third
+# copy cost ~10% of Q2's decoding steps, for the same text (session 25).
 REPEAT_LINES = 3
 REPEAT_BLOCK = 4
+REPEAT_BLOCK_COPIES = 2
 PAIR = dict(zip(CLOSE, OPEN))
 
 
@@ -162,10 +166,11 @@ def statement_boundary(text: str) -> int:
 
 
 def _repeat_start(keys: list[str]) -> int | None:
-    """If the last lines of `keys` are REPEAT_LINES copies in a row of one block of 1 to
-    REPEAT_BLOCK lines: the index of the first copy's last line."""
+    """If the last lines of `keys` are copies in a row of one line (REPEAT_LINES of them) or of
+    one block of 2 to REPEAT_BLOCK lines (REPEAT_BLOCK_COPIES): the index of the first copy's
+    last line."""
     for k in range(1, REPEAT_BLOCK + 1):
-        n = k * REPEAT_LINES
+        n = k * (REPEAT_LINES if k == 1 else REPEAT_BLOCK_COPIES)
         if len(keys) >= n and keys[-1] == keys[-1 - k] and keys[-n:-k] == keys[-n + k:]:
             return len(keys) - n + k - 1
     return None

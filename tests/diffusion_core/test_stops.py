@@ -55,14 +55,17 @@ def test_a_line_three_times_in_a_row_is_a_loop():
     assert stop("d = 1\nd = 1\nd = 1\nd = 1\n", **ctx) == (5, "dedent")
 
 
-def test_a_block_three_times_in_a_row_is_a_loop():
+def test_a_block_twice_in_a_row_is_a_loop():
     ctx = dict(prefix="def f(xs):\n    ", mode="block")
     block = "if x:\n        return False\n    "
-    assert stop(block * 3, **ctx) == (len("if x:\n        return False"), "repeat")  # cut after the first copy
-    assert stop(block * 2 + "return True\n", **ctx) is None  # twice is code
+    first = (len("if x:\n        return False"), "repeat")  # cut after the first copy
+    assert stop(block * 3, **ctx) == first
+    assert stop(block * 2 + "return True\n", **ctx) == first  # the second copy is dead code
+    assert stop((block * 2).rstrip(), **ctx) is None  # the second copy's last line might go on
+    assert stop(block + "if x:\n        return True\n    ", **ctx) is None  # once is code
     # three lines, blank lines between copies not counting
     three = "a = f(a)\n    b = g(b)\n    c = h(c)\n\n    "
-    assert stop("x = 0\n    " + three * 3, **ctx) == (len("x = 0\n    a = f(a)\n    b = g(b)\n    c = h(c)"), "repeat")
+    assert stop("x = 0\n    " + three * 2, **ctx) == (len("x = 0\n    a = f(a)\n    b = g(b)\n    c = h(c)"), "repeat")
     # alike but not the same: code, not a loop
     assert stop("".join(f"if x == {i}:\n        return {i}\n    " for i in range(4)), **ctx) is None
     # blocks of more than REPEAT_BLOCK lines are left alone

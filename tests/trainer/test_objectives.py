@@ -12,7 +12,7 @@ from dllm_ls.diffusion_core.model import ModelConfig, Transformer
 from dllm_ls.diffusion_core.tokenizer import train_tokenizer
 from dllm_ls.trainer.data import SequenceConfig, SequenceSampler, TokenData
 from dllm_ls.trainer.objectives import (ObjectiveConfig, SpecialIds, TokenDraw, TrainModule, ar_batch,
-                                        attention_pairs, batch_positions, causal_mask, corrupt_blocks,
+                                        attention_pairs, batch_positions, causal_mask, corrupt_blocks, flex_block_mask,
                                         diffusion_batch, edit_corrupt, elbo_weight, q_xt, sample_t,
                                         training_block_mask, training_mask, training_mask_mod)
 
@@ -71,12 +71,12 @@ def test_flex_mask_mod_equals_bool_mask():
     assert torch.equal(mod(b, torch.zeros_like(b), q, k), dense)
 
 
-def test_flex_attention_equals_sdpa_on_cpu():
+@pytest.mark.parametrize("L", [64, 256])  # 256: the block mask from tile ranges (training_block_mask)
+def test_flex_attention_equals_sdpa_on_cpu(L):
     flex = pytest.importorskip("torch.nn.attention.flex_attention")
-    L, bs = 64, 8
+    bs = 8
     offsets = torch.tensor([0, 3])
-    bm = flex.create_block_mask(training_mask_mod(L, bs, offsets), 2, None, 2 * L, 2 * L,
-                                device="cpu")
+    bm = flex_block_mask(L, bs, offsets, compile=False)
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, 2 * L, 16) for _ in range(3))
     y = flex.flex_attention(q, k, v, block_mask=bm)

@@ -260,7 +260,8 @@ def _post_train(cfg: PostConfig) -> dict:
             t0 = time.perf_counter()
             target = None  # the data
             if cfg.stage == "onpolicy":
-                r = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=cfg.threshold, **decoder)
+                r = rollout(logits_fn, x0, gen, bid, nblk, mask_id=tok.mask_id, ban=ban, threshold=cfg.threshold,
+                            **decoder)
                 ok = verify(r)
                 keep = torch.ones_like(ok)  # every block has on-track states; syntax_ok is reported
                 greedy = r

@@ -201,15 +201,15 @@ def on_track(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor,
 def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, keep: torch.Tensor, *,
                mask_id: int, keep_weight: float, augment_max: float, draw, generator: torch.Generator,
                rng: np.random.Generator, target: torch.Tensor | None = None, horizon: int = 0) -> dict:
-    """A training micro-batch of on-track states of the rollout `r`: for each block a step k
-    ~ U{0..on_track}, the state after k steps (every visible generated token is the target's),
-    input [state ; x0], target `target` (default x0, the data; a teacher's rollout passes its own
-    y, and then every state of it is on track, up to a token it later revised): masked positions
-    weight 1, visible generated ones keep_weight, augmented (replaced) ones weight 1; blocks with
-    keep False weigh nothing. With horizon h > 0 a masked position weighs 1 only when the
-    trajectory committed it within h steps of the state (commit_step < k + h), else nothing: the state learns to commit what the
-    trajectory commits next, in its order, not to guess the whole block from few tokens; those
-    later positions are `beyond` (where `teacher_kl` matches the teacher's distribution)."""
+    """A training micro-batch of on-track states of the rollout `r`: for each block a step k ~
+    U{0..on_track}, the state after k steps (every visible generated token is the target's), input
+    [state ; x0], target `target` (default x0, the data; a teacher's rollout passes its own y, and
+    then every state of it is on track, up to a token it later revised): masked positions weight 1,
+    visible generated ones keep_weight, augmented (replaced) ones weight 1; blocks with keep False
+    weigh nothing. With horizon h > 0 a masked position weighs 1 only when the trajectory committed
+    it within h steps of the state (commit_step < k + h), else nothing: the state learns to commit
+    what the trajectory commits next, in its order, not to guess the whole block from few tokens;
+    those later positions are `beyond` (where `teacher_kl` matches the teacher's distribution)."""
     target = x0 if target is None else target
     nblk = r.steps.shape[1]
     k = random_steps(on_track(r, target, gen, bid, nblk) + 1, generator)

@@ -17,7 +17,10 @@ request early. `find_stop` returns the earliest cut.
               in a row, or the same block of 2 to REPEAT_BLOCK such lines REPEAT_BLOCK_COPIES
               times, blank lines between them not counting: a model in a loop
               (`current_depth -= 1` a dozen times, or `if x:` / `return False` over and over).
-              The text is cut after the first copy.
+              The text is cut after the first copy. A loop inside one line (a unit of
+              3-40 characters, not one character over and over, REPEAT_INLINE times in a row:
+              `+ fib(n - 1)` fifty times) cuts the text before that line, at its last whole
+              statement, as running out of tokens does.
 
 A stop's cut never moves once the text that decides it is there: later text can only add an
 earlier cut of another kind.
@@ -38,6 +41,10 @@ OPEN, CLOSE = "([{", ")]}"
 REPEAT_LINES = 3
 REPEAT_BLOCK = 4
 REPEAT_BLOCK_COPIES = 2
+# a unit repeated 12 times in one line: 36 of 1.16M lines of the local stdlib and packages, all
+# data tables (`1, 1, 1, ...`); the runaway lines that took ~7% of Q2's steps (session 25)
+REPEAT_INLINE = 12
+_INLINE_LOOP = re.compile(r"(.{3,40}?)\1{%d,}" % (REPEAT_INLINE - 1))
 PAIR = dict(zip(CLOSE, OPEN))
 
 
@@ -165,6 +172,16 @@ def statement_boundary(text: str) -> int:
     return best
 
 
+@lru_cache(maxsize=4096)
+def _inline_loop(line: str) -> bool:
+    """Whether `line` holds a unit of 3-40 characters REPEAT_INLINE times in a row (a unit of
+    one character over and over, a comment rule, does not count). Memoized: every step of a
+    decoding asks again about the lines it has already seen (~40 us a 70-character line)."""
+    if len(line) < 3 * REPEAT_INLINE:
+        return False
+    return any(len(set(m.group(1))) > 1 for m in _INLINE_LOOP.finditer(line))
+
+
 def _repeat_start(keys: list[str]) -> int | None:
     """If the last lines of `keys` are copies in a row of one line (REPEAT_LINES of them) or of
     one block of 2 to REPEAT_BLOCK lines (REPEAT_BLOCK_COPIES): the index of the first copy's
@@ -199,6 +216,8 @@ def find_stop(text: str, ctx: StopContext, final: bool = False) -> tuple[int, st
     repeat = None
     for n, line in enumerate(lines):
         complete = n < len(lines) - 1 or final
+        if ctx.mode != "line" and repeat is None and _inline_loop(line):
+            repeat = statement_boundary(text[:offset]) or offset  # the line start: whole lines
         if ctx.mode != "line" and complete and line.strip():
             keys.append((first_full if n == 0 else line).rstrip())
             ends.append(offset + len(line.rstrip()))

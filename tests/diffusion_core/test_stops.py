@@ -80,6 +80,23 @@ def test_a_block_twice_in_a_row_is_a_loop():
     assert stop(text, **ctx) == stop(block * 3, **ctx)
 
 
+def test_a_loop_inside_one_line_cuts_before_the_line():
+    ctx = dict(prefix="def f(n):\n    ", mode="block")
+    head = "x = 1\n    return fib(n - 1)"
+    assert stop(head + " + fib(n - 1)" * 11, **ctx) is None  # 11 copies: a long sum, maybe
+    assert stop(head + " + fib(n - 1)" * 12, **ctx) == (len("x = 1\n"), "repeat")  # the last whole statement
+    # the same cut once the line goes on or ends: later text never moves it
+    assert stop(head + " + fib(n - 1)" * 30 + "\n    y = 2\n", **ctx) == (len("x = 1\n"), "repeat")
+    # with no whole statement before it: nothing
+    assert stop("return fib(n - 1)" + " + fib(n - 1)" * 12, **ctx) == (0, "repeat")
+    # a statement that continues onto the looping line is cut before its first line
+    assert stop("x = 1\n    y = f(a,\n          " + "b, c, " * 12, **ctx) == (len("x = 1\n"), "repeat")
+    # one character over and over (a comment rule, indentation) is no loop
+    assert stop("# " + "-" * 70 + "\n    x = 1\n", **ctx) is None
+    # single lines keep their own stops
+    assert stop("0, " * 20, "x = [", mode="line") is None
+
+
 def test_auto_mode():
     assert auto_mode("def f():\n    ", "\n") == "block"
     assert auto_mode("def f():", "\n") == "block"

@@ -243,12 +243,16 @@ def test_block_mode_stops_a_loop_of_one_line(tokenizer):
 def test_block_mode_out_of_tokens_keeps_whole_statements(tokenizer):
     """A multi-line completion that runs out of tokens mid-statement ends at its last whole
     statement, for the diffusion sampler and the AR path alike; a line completion keeps its text."""
-    body = "total = 0\n    for x in xs:\n        total += x\n    return compute(total, " + "x, " * 40
+    body = "total = 0\n    for x in xs:\n        total += x\n    return compute(total, " + "".join(f"x{i}, " for i in range(40))
     for causal in (False, True):
         s = scripted(tokenizer, body, block_size=8, causal=causal, eos=False)
         out = s.complete("def f(xs):\n    ", "", mode="block")
         assert out.stop == "max_tokens" and out.trace.tokens == 64
         assert out.text == "total = 0\n    for x in xs:\n        total += x"
+        # the same text with a loop inside its last line: the same cut, long before the limit
+        loop = scripted(tokenizer, body.split("compute(")[0] + "compute(total, " + "x, " * 40, block_size=8,
+                        causal=causal, eos=False).complete("def f(xs):\n    ", "", mode="block")
+        assert loop.stop == "repeat" and loop.text == out.text and loop.trace.tokens < 64
     # no whole statement: the entries of a literal the prefix opened keep their whole lines
     entries = "".join(f"    'k{i}': {i},\n" for i in range(40))
     out = scripted(tokenizer, entries, eos=False).complete("table = {\n", "}\n", mode="block")

@@ -125,7 +125,9 @@ _CAUSAL_BLOCK_MASKS: dict = {}
 
 
 def flex_block_mask(L: int, bs: int, offset: torch.Tensor, *, ar: bool = False, compile: bool = True):
-    """A FlexAttention BlockMask for the CUDA path (B varies only with the batch size)."""
+    """A FlexAttention BlockMask for the CUDA path (B varies only with the batch size): the causal
+    one cached, the diffusion one from tile ranges (`training_block_mask`) when L is a multiple of
+    128, else by `create_block_mask` (`compile`: its compiled evaluation)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     if ar:

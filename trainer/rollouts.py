@@ -27,7 +27,7 @@ class Rollout:
     commit_step: torch.Tensor  # (B, L) the step that committed each generated position; -1 elsewhere
     steps: torch.Tensor  # (B, nblk) steps of each block (0: nothing generated there)
     tokens: torch.Tensor  # (B, nblk) generated tokens of each block
-    first: torch.Tensor | None = None  # (B, L) the token each position got when committed (before revisions)
+    first: torch.Tensor  # (B, L) the token each position got when committed (before revisions)
 
 
 def block_layout(L: int, bs: int, offset: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -191,9 +191,7 @@ def on_track(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor,
     """(B, nblk): the last step k whose state is still on track, i.e. every token committed before
     step k is the data's own (the step of the first wrong commit, capped at steps - 1). A token
     revised counts from its commit as wrong if it was wrong when committed or after revision."""
-    wrong = gen & (r.y != x0)
-    if r.first is not None:
-        wrong |= gen & (r.first != x0)
+    wrong = gen & ((r.y != x0) | (r.first != x0))
     first_wrong = per_block(torch.where(wrong, r.commit_step, r.steps.gather(1, bid)), bid, nblk, "amin")
     return torch.minimum(first_wrong, r.steps - 1).clamp(min=0)
 

@@ -82,8 +82,8 @@ from ..diffusion_core.tokenizer import Tokenizer
 from .data import SequenceSampler, TokenData
 from .objectives import (ObjectiveConfig, TrainModule, batch_mask, batch_positions, diffusion_batch, eval_batches,
                          evaluate, loss_terms, shift_sources)
-from .rollouts import (Rollout, block_layout, block_nelbo, generated_positions, on_track, per_block, post_batch,
-                       rollout, verify_blocks)
+from .rollouts import (FALLBACKS, Rollout, block_layout, block_nelbo, generated_positions, on_track, per_block,
+                       post_batch, rollout, verify_blocks)
 from .train import (MetricsLog, TrainConfig, TrainError, end_run, load_init, lr_at, make_optimizer, start_run,
                     with_threads)
 from .train_checkpoint import RunState, export, latest_checkpoint, load_train_checkpoint, save_train_checkpoint
@@ -132,8 +132,8 @@ class PostConfig(TrainConfig):
             raise TrainError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
         if self.horizon < 0:
             raise TrainError(f"horizon must be >= 0, not {self.horizon}")
-        if self.fallback not in ("leftmost", "confident") or not 0.0 <= self.revise <= 1.0:
-            raise TrainError(f"fallback must be 'leftmost' or 'confident' and revise in [0, 1], "
+        if self.fallback not in FALLBACKS or not 0.0 <= self.revise <= 1.0:
+            raise TrainError(f"fallback must be one of {FALLBACKS} and revise in [0, 1], "
                              f"not {self.fallback!r}, {self.revise!r}")
         if self.teacher_kl < 0:
             raise TrainError(f"teacher_kl must be >= 0, not {self.teacher_kl}")

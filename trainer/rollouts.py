@@ -21,6 +21,9 @@ from ..diffusion_core.tokenizer import Tokenizer
 # --- rollouts -----------------------------------------------------------------------------------
 
 
+FALLBACKS = ("leftmost", "confident")  # a rollout's commit when nothing passes (the sampler's block mode: leftmost)
+
+
 @dataclass
 class Rollout:
     y: torch.Tensor  # (B, L) final tokens (x0 where nothing is generated)
@@ -76,8 +79,8 @@ def rollout(logits_fn, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tensor, n
     ("confident"); with `revise` > 0 and temperature 0, a position committed in an earlier step
     whose argmax now differs with confidence >= revise takes it (never to or from `eos_id`),
     after the commit rule. `Rollout.first` keeps the tokens as committed (`on_track` reads both)."""
-    if fallback not in ("leftmost", "confident"):
-        raise ValueError(f"fallback must be 'leftmost' or 'confident', not {fallback!r}")
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, not {fallback!r}")
     if revise > 0 and eos_id is None:
         raise ValueError("revision needs eos_id")
     xt = torch.where(gen, torch.full_like(x0, mask_id), x0)
@@ -231,5 +234,5 @@ def post_batch(r: Rollout, x0: torch.Tensor, gen: torch.Tensor, bid: torch.Tenso
             "corrupted": corrupted, "valid": valid, "beyond": beyond}
 
 
-__all__ = ["Rollout", "rollout", "block_layout", "generated_positions", "per_block", "state_at", "random_steps",
-           "block_nelbo", "syntax_errors", "verify_blocks", "on_track", "post_batch"]
+__all__ = ["FALLBACKS", "Rollout", "rollout", "block_layout", "generated_positions", "per_block", "state_at",
+           "random_steps", "block_nelbo", "syntax_errors", "verify_blocks", "on_track", "post_batch"]

@@ -104,8 +104,12 @@ def training_mask_mod(L: int, bs: int, offset: torch.Tensor):
     of the partial 128x128 tiles, and integer division there made the forward ~1.6x slower on
     the CPU (`scripts/flex_mask_bench.py`). The block size is not in the compiled mod at all,
     so a new one does not recompile."""
-    bid = block_ids(L, bs, offset).to(torch.int32)
-    table = torch.cat([bid, bid], 1).contiguous()  # (B, 2L)
+    return _mask_mod_from_ids(L, block_ids(L, bs, offset))
+
+
+def _mask_mod_from_ids(L: int, bid: torch.Tensor):
+    """training_mask_mod given the block ids (B, L) of one half."""
+    table = torch.cat([bid, bid], 1).to(torch.int32).contiguous()  # (B, 2L)
 
     def mask_mod(b, h, q_idx, kv_idx):
         bq, bk = table[b, q_idx], table[b, kv_idx]
@@ -174,7 +178,7 @@ def training_block_mask(L: int, bs: int, offset: torch.Tensor):
     any_[:, t:, t:] = i[None, :] <= i[:, None]  # clean -> clean: causal
     full[:, t:, t:] = i[None, :] < i[:, None]
     return BlockMask.from_kv_blocks(*_ordered(any_ & ~full), *_ordered(full), BLOCK_SIZE=TILE,
-                                    mask_mod=training_mask_mod(L, bs, offset), seq_lengths=(2 * L, 2 * L))
+                                    mask_mod=_mask_mod_from_ids(L, bid), seq_lengths=(2 * L, 2 * L))
 
 
 def causal_mask(L: int, device=None) -> torch.Tensor:

@@ -40,19 +40,25 @@ def test_suffix_repeat():
     assert stop("ab = 1", "x", " = 1", final=False) is None  # the line might go on
 
 
-def test_a_line_three_times_in_a_row_is_a_loop():
+def test_a_statement_twice_in_a_row_is_a_loop():
     ctx = dict(prefix="def f(d):\n    ", mode="block")
-    loop = "d -= 1\n    d -= 1\n\n    d -= 1\n    d -= 1\n"
+    loop = "d -= 1\n\n    d -= 1\n    d -= 1\n"
     assert stop(loop, **ctx) == (6, "repeat")  # cut after the first; a blank line does not break the run
-    assert stop("d -= 1\n    d -= 1\n    d -= 1", **ctx) is None  # the third line might go on
-    assert stop("d -= 1\n    d -= 1\n    d -= 1", final=True, **ctx) == (6, "repeat")
-    assert stop("d -= 1\n    d -= 1\n    return d\n", **ctx) is None  # twice is code
+    assert stop("d -= 1\n    d -= 1", **ctx) is None  # the second line might go on
+    assert stop("d -= 1\n    d -= 1", final=True, **ctx) == (6, "repeat")
+    assert stop("d -= 1\n    d -= 2\n    return d\n", **ctx) is None  # alike is code
+    assert stop("d -= 1\n    return d\n    d -= 1\n", **ctx) is None  # not in a row
+    # lines that are not statements take three copies: list items, comments, lone brackets
     assert stop("x = [\n        0,\n        0,\n    ]\n", **ctx) is None
+    assert stop("x = [\n        f(a),\n        f(a),\n    ]\n", **ctx) is None
+    assert stop("# --\n    # --\n    y = 1\n", **ctx) is None
+    assert stop("1\n    1\n    y = 1\n", **ctx) is None
+    assert stop("1\n    1\n    1\n", **ctx) == (1, "repeat")
     # the indentation counts: closing brackets at three depths are not a loop
     assert stop("x = f(g(h(\n                1\n            )\n        )\n    )\n", **ctx) is None
     assert stop("a\na\na\n", "x = ", mode="line") == (1, "eol")  # single lines end at their newline
     # a later, earlier-cutting stop still wins: the dedent before the loop
-    assert stop("d = 1\nd = 1\nd = 1\nd = 1\n", **ctx) == (5, "dedent")
+    assert stop("d = 1\nd = 1\nd = 1\n", **ctx) == (5, "dedent")
 
 
 def test_a_block_twice_in_a_row_is_a_loop():

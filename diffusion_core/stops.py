@@ -14,7 +14,8 @@ request early. `find_stop` returns the earliest cut.
               non-blank line, or (when final) the current line ending with the rest of the
               cursor's line;
 - "repeat":   multi-line mode: the same statement line (indentation included) REPEAT_STATEMENT
-              times in a row (another non-blank line, a list item or a comment, REPEAT_LINES), or the same block of 2 to REPEAT_BLOCK such lines REPEAT_BLOCK_COPIES
+              times in a row (REPEAT_LINES for list items, comments and lines without a letter),
+              or the same block of 2 to REPEAT_BLOCK non-blank lines REPEAT_BLOCK_COPIES
               times, blank lines between them not counting: a model in a loop
               (`current_depth -= 1` a dozen times, or `if x:` / `return False` over and over).
               The text is cut after the first copy. A loop inside one line (a unit of
@@ -187,6 +188,7 @@ def _inline_loop(line: str) -> bool:
 
 
 def _statement(line: str) -> bool:
+    """A line that a loop repeats, not a list item, a comment or a lone bracket."""
     s = line.strip()
     return not s.startswith("#") and not s.endswith(",") and re.search(r"[A-Za-z_]", s) is not None
 

@@ -48,7 +48,7 @@ def test_a_statement_twice_in_a_row_is_a_loop():
     assert stop("d -= 1\n    d -= 1", final=True, **ctx) == (6, "repeat")
     assert stop("d -= 1\n    d -= 2\n    return d\n", **ctx) is None  # alike is code
     assert stop("d -= 1\n    return d\n    d -= 1\n", **ctx) is None  # not in a row
-    # lines that are not statements take three copies: list items, comments, lone brackets
+    # lines that are not statements take three copies: list items, comments, lines without a letter
     assert stop("x = [\n        0,\n        0,\n    ]\n", **ctx) is None
     assert stop("x = [\n        f(a),\n        f(a),\n    ]\n", **ctx) is None
     assert stop("# --\n    # --\n    y = 1\n", **ctx) is None

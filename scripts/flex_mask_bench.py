@@ -17,13 +17,12 @@ backward on the masks involved, and the block mask's construction, side by side:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, create_mask, flex_attention
 
-from dllm_ls.trainer.objectives import training_block_mask, training_mask_mod
+from dllm_ls.kernels._triton import bench_ms
+from dllm_ls.trainer.objectives import causal_mask_mod, training_block_mask, training_mask_mod
 
 
 def division_mask_mod(L: int, bs: torch.Tensor, offset: torch.Tensor):
@@ -43,32 +42,13 @@ def division_mask_mod(L: int, bs: torch.Tensor, offset: torch.Tensor):
     return mask_mod
 
 
-def causal(b, h, q_idx, kv_idx):
-    return kv_idx <= q_idx
-
-
-def timed(fn, n: int, cuda: bool) -> float:
-    """Median ms of fn() over n calls, after 3 warm-up calls."""
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for _ in range(3):
-        fn()
-    sync()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=64)
-    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--n", type=int, default=20, help="calls timed on the CPU; on CUDA do_bench runs 10n ms")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (--batch 2 --seq 128 --n 1)")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -87,8 +67,8 @@ def main() -> None:
         b = create_mask(training_mask_mod(64, bs, off), 2, None, 128, 128, device=dev)
         assert torch.equal(a, b), bs
 
-    cases = [("causal L", L, lambda: create_block_mask(causal, None, None, L, L, device=dev)),
-             ("causal 2L", 2 * L, lambda: create_block_mask(causal, None, None, 2 * L, 2 * L, device=dev))]
+    cases = [("causal L", L, lambda: create_block_mask(causal_mask_mod, None, None, L, L, device=dev)),
+             ("causal 2L", 2 * L, lambda: create_block_mask(causal_mask_mod, None, None, 2 * L, 2 * L, device=dev))]
     for bs in (4, 32):
         off = offsets[bs]
         bs_t = torch.tensor(bs, device=dev)
@@ -102,7 +82,11 @@ def main() -> None:
     off1 = offsets[32][:1]
     cases.append(("diffusion bs 32 (lookup, B 1)", 2 * L,
                   lambda: create_block_mask(training_mask_mod(L, 32, off1), None, None, 2 * L, 2 * L, device=dev)))
-    print(f"B {B}, H {H}, D {D}, {dtype}, flex_attention compiled; median ms of {args.n} calls")
+    print(f"B {B}, H {H}, D {D}, {dtype}, flex_attention compiled; median ms a call (kernels' bench_ms)")
+
+    def timed(fn):  # do_bench over 10n ms on CUDA; n calls on the CPU
+        return bench_ms(fn, warmup=3, rep=10 * args.n)
+
     print(f"{'mask':30s} {'T':>5s} {'tiles':>6s} {'partial':>7s} {'mask ms':>8s} {'fwd ms':>8s} {'fwd+bwd ms':>10s}")
 
     def row(name, T, make):
@@ -111,17 +95,17 @@ def main() -> None:
         per = bm.kv_num_blocks.shape[0]
         partial = int(bm.kv_num_blocks.sum()) // per
         tiles //= per
-        t_mask = timed(make, args.n, cuda)
+        t_mask = timed(make)
         q, k, v = (torch.randn(B, H, T, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
         if not cuda:  # no backward there
             q, k, v = (x.detach() for x in (q, k, v))
-        t_fwd = timed(lambda: attn(q, k, v, block_mask=bm), args.n, cuda)
+        t_fwd = timed(lambda: attn(q, k, v, block_mask=bm))
         go = torch.randn(B, H, T, D, device=dev, dtype=dtype)
 
         def fb():
             attn(q, k, v, block_mask=bm).backward(go)
 
-        t_fb = timed(fb, args.n, cuda) if cuda else float("nan")
+        t_fb = timed(fb) if cuda else float("nan")
         print(f"{name:30s} {T:5d} {tiles:6d} {partial:7d} {t_mask:8.3f} {t_fwd:8.3f} {t_fb:10.3f}", flush=True)
 
     for name, T, make in cases:

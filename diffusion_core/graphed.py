@@ -355,6 +355,12 @@ class GraphedDecoder(_Static):
         self.fused_first = not self.shift and type(self).FUSED_FIRST
         self.first_rows = b  # the first step's rows past the prompt's bucket
         self.first_ar = torch.arange(self.max_seq_len + b, device=dev)
+        # the copy prior (copy_prior.py): the cache's tokens on the device, the prompt copied in by
+        # `complete`, each finished block by the step that puts its KV into the cache
+        self.copy = self.cfg.copy
+        if self.copy > 0:
+            self.hist = torch.zeros(self.cache.capacity + b, dtype=torch.long, device=dev)
+            self.hist_h = torch.zeros(self.cache.capacity + b, dtype=torch.long, pin_memory=self.cuda)
 
     # --- device side --------------------------------------------------------------------------
 
@@ -367,6 +373,9 @@ class GraphedDecoder(_Static):
         positions, slots, self_mask = (step_inputs_triton(*args, out=self.step_in) if self.triton
                                        else step_inputs_reference(*args))
         h = self._layers(self.ids, positions, slots, self_mask)  # final-normed
+        if self.copy > 0:  # the previous block (its first n_prev) enters the cache's tokens at pos
+            at = (self.cache.pos + self.ar_b).clamp(max=self.hist.shape[0] - 1)
+            self.hist.index_copy_(0, at, torch.where(self.ar_b < n_prev, self.ids[:b], self.hist[at]))
         if self.shift:  # block row r from position r-1; -1: the last real prev row, else the kept bound
             last = h.index_select(0, (n_prev - 1).clamp(min=0).view(1))[0]
             self.bound.copy_(torch.where(n_prev > 0, last, self.bound))
@@ -386,6 +395,12 @@ class GraphedDecoder(_Static):
         conf_fn, update_fn = ((confidence_triton, block_update_triton) if self.triton
                               else (confidence_reference, block_update_reference))
         pred, conf = conf_fn(logits, c.confidence, self.ban)
+        if self.copy > 0:  # the copy prior's positions pass the rule (block mode only)
+            from .copy_prior import extra_device
+
+            extra = extra_device(self.hist, self.cache.pos + self.n_prev, self.ids[self.b:], self.masked, pred,
+                                 conf, self.copy)
+            conf = torch.where(extra & ~self.line_mode, 1.0, conf)
         update_fn(pred, conf, st, eos_id=self.tok.eos_id, mask_id=self.tok.mask_id, max_seq_len=self.max_seq_len,
                   rule=c.rule, threshold=c.threshold, factor=c.factor, fallback=c.fallback,
                   revise=c.revise)
@@ -464,6 +479,10 @@ class GraphedDecoder(_Static):
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False, device_pos=False)
         b0 = min(b, max_tokens)
+        if self.copy > 0:  # the prompt's tokens (the cache's, after this call's prefill)
+            toks = cache.tokens + clean
+            self.hist_h[:len(toks)] = torch.tensor(toks, dtype=torch.long)
+            self.hist[:len(toks)].copy_(self.hist_h[:len(toks)], non_blocking=self.cuda)
         if not self._start(clean, (b0, max_tokens, int(ctx.mode == "line"))):  # (one copy, one replay)
             self._first_unfused(clean, b0, max_tokens, ctx.mode == "line")
         st = {"generated": [], "stop": None, "text": ""}

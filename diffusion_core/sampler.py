@@ -20,6 +20,8 @@ import torch
 
 from ..kernels import use_triton
 from ..kernels.commit import FALLBACKS
+from . import copy_prior
+from .copy_prior import COPY
 from .kv_cache import KVCache, common_prefix_len
 from .prompt import MAX_HEAD_TOKENS, PromptWindow, build_healed_prompt
 from .stops import StopContext, find_stop, statement_boundary
@@ -71,6 +73,10 @@ class SamplerConfig:
     # block, not only the candidates, which single lines, where it gained nothing, are spared).
     # 0: off (docs/results.md, "Revising committed tokens")
     revise: float = 0.5
+    # the copy prior in block mode (copy_prior.py): a masked position whose prediction equals a
+    # draft copied from the context (prompt lookup), in a run from the committed head, commits at
+    # this confidence instead of the rule's. 0: off (docs/results.md, "The copy prior")
+    copy: float = COPY
 
     @classmethod
     def for_server(cls) -> "SamplerConfig":
@@ -89,6 +95,8 @@ class SamplerConfig:
             raise ValueError(f"fallback must be one of {FALLBACKS}, not {self.fallback!r}")
         if not 0.0 <= self.revise <= 1.0:
             raise ValueError(f"revise must be in [0, 1] (0: off), not {self.revise!r}")
+        if not 0.0 <= self.copy <= 1.0:
+            raise ValueError(f"copy must be in [0, 1] (0: off), not {self.copy!r}")
 
 
 @dataclass
@@ -380,6 +388,7 @@ class DecodeState:
         # the commit fallback of this request, "mode" resolved ("leftmost" or "confident")
         self.fallback = cfg.fallback if cfg.fallback != "mode" else "confident" if ctx.mode == "line" else "leftmost"
         self.revise = cfg.revise if ctx.mode == "block" else 0.0  # block mode only
+        self.copy = cfg.copy if ctx.mode == "block" else 0.0  # block mode only
         self.generated: list[int] = []
         self.stop: tuple[int, str] | None = None
         self.text = ""
@@ -422,11 +431,11 @@ class DecodeState:
         """The block positions whose logits the next `advance` reads (the commit candidates,
         ascending), for `model.step(..., rows=)`, which then runs its head over those only;
         None when it needs them all (on CUDA, where the fused commit takes the whole block, with
-        a graphed step, a model without `step_rows`, or revising, which reads the committed
-        positions too)."""
+        a graphed step, a model without `step_rows`, or revising or the copy prior, which read
+        the committed positions too)."""
         s = self.sampler
         if (s.device.type == "cuda" or s.graphed is not None or not getattr(s.model, "step_rows", False)
-                or self.revise > 0):
+                or self.revise > 0 or self.copy > 0):
             return None
         return torch.tensor(self._candidates(), dtype=torch.long)
 
@@ -449,7 +458,7 @@ class DecodeState:
             pred = list(self.block)
             for r, t in zip(at, pred_rows.tolist()):
                 pred[r] = t
-        elif use_triton(logits):  # one fused pass over the vocabulary (kernels/commit.py), same rule
+        elif use_triton(logits) and not self.copy:  # one fused pass over the vocabulary (kernels/commit.py)
             from ..kernels.commit import fused_commit
 
             mask = torch.zeros(self.b, dtype=torch.bool)
@@ -463,10 +472,16 @@ class DecodeState:
             chosen = sorted((i for i in range(self.b) if chose[i]), key=lambda i: -conf[i])  # stable
         else:
             conf, pred_t = confidence(logits.masked_fill(s.ban, float("-inf")), cfg.confidence)
+            pred = pred_t.tolist()
+            if self.copy > 0 and not self.heal_left:  # the copy prior's positions pass the rule
+                extra = copy_prior.extra_host(self.cache.tokens, self.block, self.masked, pred, conf.tolist(),
+                                              self.copy)
+                if extra:
+                    conf = conf.clone()
+                    conf[extra] = 1.0
             idx = torch.tensor(cand, dtype=torch.long, device=logits.device)
             order = conf[idx].argsort(descending=True, stable=True)
             chosen = choose(cand, order.tolist(), commit_count(conf[idx][order], cfg), self.fallback)
-            pred = pred_t.tolist()
         n = len(chosen)
         if self.revise > 0 and rows is None:  # after the commit rule: this step's candidates stay
             self._revise(pred, conf)

@@ -46,6 +46,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..diffusion_core.copy_prior import COPY
 from ..errors import DllmError
 
 DEFAULT_PLOT = "docs/s1_pareto.png"
@@ -73,6 +74,9 @@ def add_arguments(sub):
     b.add_argument("--revise", type=float, default=0.5,
                    help="SamplerConfig.revise: a committed token whose argmax now differs with this confidence "
                         "takes it (0: off)")
+    b.add_argument("--copy", default=str(COPY),
+                   help="SamplerConfig.copy values, comma-separated: each block size x threshold runs with each "
+                        "(0: off; the copy prior acts in block mode, Q2, only)")
     b.add_argument("--max-tokens-line", type=int, default=64, metavar="N")
     b.add_argument("--max-tokens-block", type=int, default=192, metavar="N")
     b.add_argument("--impl", default="graphed", choices=["graphed", "eager"],
@@ -202,7 +206,7 @@ def speedup(results: list[dict], bench: str, points: float = 0.01) -> dict | Non
         return None
     def entry(r):
         return {"speedup": r["tokens_per_s"] / max(ar["tokens_per_s"], 1e-9), "block_size": r["block_size"],
-                "threshold": r["threshold"], **{k: r.get(k) for k in QUALITY}, **{f"ar_{k}": ar.get(k) for k in QUALITY}}
+                "threshold": r["threshold"], "copy": r.get("copy", 0.0), **{k: r.get(k) for k in QUALITY}, **{f"ar_{k}": ar.get(k) for k in QUALITY}}
 
     rows = [r for r in results if r["bench"] == bench and r["kind"] == "diffusion" and r["impl"] != "eager"]
     eligible = [r for r in rows if all(r.get(k, ar.get(k, 0.0)) >= ar.get(k, 0.0) - points - 1e-9 for k in QUALITY)]
@@ -253,7 +257,7 @@ def _pareto_panel(plt, ax, rows: list[dict], key: str, label: str):
         ax.scatter([r["tokens_per_s"] for r in pts], [100 * r[key] for r in pts],
                    color=cmap(i / max(1, len(sizes) - 1)), label=f"diffusion b={b}", zorder=3)
         for r in pts:
-            ax.annotate(f"{r['threshold']:g}", (r["tokens_per_s"], 100 * r[key]), fontsize=6,
+            ax.annotate(_setting(r, b=False), (r["tokens_per_s"], 100 * r[key]), fontsize=6,
                         xytext=(3, 2), textcoords="offset points")
     front, best = [], -1.0
     for r in sorted(diff, key=lambda r: -r["tokens_per_s"]):
@@ -355,29 +359,33 @@ def run(args) -> int:
     freeze_heap()  # as the server does once loaded
     say(f"S1: {', '.join(f'{b} {len(t)} tasks' for b, t in tasks_by_bench.items())} on {describe_machine(str(device))}")
 
-    jobs = []  # (kind, impl, block_size, threshold)
+    copies = _floats(args.copy) or [0.0]
+    jobs = []  # (kind, impl, block_size, threshold, copy)
     if "ar" in models:
-        jobs.append(("ar", args.impl, 1, None))
+        jobs.append(("ar", args.impl, 1, None, 0.0))
     for b, t in settings_order(_ints(args.block_sizes), _floats(args.thresholds)):
-        jobs.append(("diffusion", args.impl, b, t))
+        jobs += [("diffusion", args.impl, b, t, c) for c in copies]
     if args.eager_rows and args.impl == "graphed":
         if "ar" in models:
-            jobs.append(("ar", "eager", 1, None))
-        jobs.append(("diffusion", "eager", 32, 0.9))
+            jobs.append(("ar", "eager", 1, None, 0.0))
+        jobs.append(("diffusion", "eager", 32, 0.9, copies[0]))
 
     results, skipped, decoders = [], [], {}
-    for kind, impl, b, thr in jobs:
+    for kind, impl, b, thr, copy in jobs:
         for bench in tasks_by_bench:
+            if bench == "Q1" and kind == "diffusion" and copy != copies[0]:
+                continue  # the copy prior acts in block mode only: Q1 would repeat the first value's row
             if args.budget_s and time.perf_counter() - t_start > args.budget_s:
-                skipped.append({"bench": bench, "kind": kind, "impl": impl, "block_size": b, "threshold": thr})
+                skipped.append({"bench": bench, "kind": kind, "impl": impl, "block_size": b, "threshold": thr,
+                                "copy": copy})
                 continue
             m, tk = models[kind]
             cfg = SamplerConfig(block_size=b, threshold=thr if thr is not None else 0.9, max_tokens=max_tokens[bench],
-                                fallback=args.fallback, revise=args.revise)
+                                fallback=args.fallback, revise=args.revise, copy=copy)
             sampler = Sampler(m, tk, cfg)
             if impl == "graphed":
                 dec = graphed(sampler, cfg, lag=args.lag)
-                decoders[(kind, b, thr, bench)] = dec
+                decoders[(kind, b, thr, copy, bench)] = dec
 
                 def decode(p, s, md, dec=dec):
                     return dec.complete(p, s, md, cold=True)
@@ -385,13 +393,13 @@ def run(args) -> int:
                 def decode(p, s, md, sampler=sampler, cfg=cfg):
                     return sampler.complete(p, s, md, cfg=cfg)
             r = run_setting(decode, tasks_by_bench[bench], tk, mode[bench], cuda, args.cold_tokenizer)
-            r.update(bench=bench, kind=kind, impl=impl, block_size=b, threshold=thr)
+            r.update(bench=bench, kind=kind, impl=impl, block_size=b, threshold=thr, copy=copy)
             if impl == "graphed":
                 r["graph_error"] = getattr(dec, "graph_error", None)
             results.append(r)
             if args.report:  # partial, so a run cut short still leaves its timings
                 _write_json(args.report, {"partial": True, "results": results})
-            say(f"  {bench} {kind:9s} {impl:7s} b={b:<3d} t={thr if thr is not None else '-':<4} "
+            say(f"  {bench} {kind:9s} {impl:7s} b={b:<3d} t={thr if thr is not None else '-':<4} c={copy:<4g} "
                 f"{r['tokens_per_s']:8.1f} tok/s  {r['steps_per_token']:.3f} steps/tok  "
                 f"{r['ms_p50']:7.2f} ms p50  {r['gc_full']} full GC")
     if skipped:
@@ -405,7 +413,7 @@ def run(args) -> int:
     launch = launch_overheads(device)
     floors = []
     seen = set()
-    for (kind, b, thr, bench), dec in decoders.items():
+    for (kind, b, thr, copy, bench), dec in decoders.items():
         if (kind, b, bench) in seen:
             continue
         seen.add((kind, b, bench))
@@ -454,7 +462,7 @@ def s1_figures(results: list[dict], floors: list[dict]) -> tuple[dict | None, di
         elif s and s.get("closest"):  # the target is not met: the most accurate setting's ratio, said so
             c = s["closest"]
             figures[name] = (round(c["speedup"], 3), f"x AR tokens/s ({bench}; no setting within 1 point of AR on "
-                             f"{rule}: the most accurate, b={c['block_size']} t={c['threshold']:g}, pass@1 "
+                             f"{rule}: the most accurate, {_setting(c)}, pass@1 "
                              f"{c['pass_at_1']:.3f} vs AR {c['ar_pass_at_1']:.3f}, syntax-valid "
                              f"{c.get('syntax_valid') or 0:.3f} vs {c.get('ar_syntax_valid') or 0:.3f})")
     ref_b = multi["block_size"] if multi and multi.get("block_size") else 32
@@ -512,13 +520,21 @@ def _write_json(path, data):
     tmp.replace(p)
 
 
+def _setting(r: dict, b: bool = True) -> str:
+    """A diffusion setting's label: "b=32 t=0.9", with " c=0.5" where the copy prior was on."""
+    copy = r.get("copy") or 0.0
+    label = (f"b={r['block_size']} " if b else "") + f"t={r['threshold']:g}"
+    return label + (f" c={copy:g}" if copy else "")
+
+
 def _print_tables(results, floors, peaks, launch, multi, single, say):
     say("")
-    say(f"{'bench':5s} {'kind':9s} {'impl':7s} {'b':>3s} {'thr':>4s} {'tok/s':>9s} {'steps/tok':>9s} "
+    say(f"{'bench':5s} {'kind':9s} {'impl':7s} {'b':>3s} {'thr':>4s} {'copy':>4s} {'tok/s':>9s} {'steps/tok':>9s} "
         f"{'commit/step':>11s} {'ms mean':>8s} {'ms p50':>8s} {'pass@1':>7s} {'syntax':>7s} {'edit sim':>8s}")
     for r in results:
         thr = f"{r['threshold']:g}" if r["threshold"] is not None else "-"
-        say(f"{r['bench']:5s} {r['kind']:9s} {r['impl']:7s} {r['block_size']:3d} {thr:>4s} {r['tokens_per_s']:9.1f} "
+        say(f"{r['bench']:5s} {r['kind']:9s} {r['impl']:7s} {r['block_size']:3d} {thr:>4s} {r.get('copy', 0.0):4g} "
+            f"{r['tokens_per_s']:9.1f} "
             f"{r['steps_per_token']:9.3f} {r['committed_per_step']:11.2f} {r['ms_mean']:8.2f} {r['ms_p50']:8.2f} "
             f"{r['pass_at_1']:7.3f} {r.get('syntax_valid', 0.0):7.3f} {r.get('edit_sim', 0.0):8.3f}")
     say("")
@@ -541,11 +557,11 @@ def _print_tables(results, floors, peaks, launch, multi, single, say):
             c = s.get("closest")
             say(f"speedup {name}: no diffusion setting within 1 point of AR on pass@1 ({s['ar_pass_at_1']:.3f}), "
                 f"syntax validity and edit similarity" + (
-                    f"; the most accurate, b={c['block_size']} t={c['threshold']:g}: {c['speedup']:.2f}x at "
+                    f"; the most accurate, {_setting(c)}: {c['speedup']:.2f}x at "
                     f"pass@1 {c['pass_at_1']:.3f}, syntax-valid {c.get('syntax_valid') or 0:.3f} vs "
                     f"{c.get('ar_syntax_valid') or 0:.3f}" if c else ""))
         else:
-            say(f"speedup {name}: {s['speedup']:.2f}x at b={s['block_size']} t={s['threshold']:g} "
+            say(f"speedup {name}: {s['speedup']:.2f}x at {_setting(s)} "
                 f"(pass@1 {s['pass_at_1']:.3f} vs AR {s['ar_pass_at_1']:.3f}, syntax-valid "
                 f"{s.get('syntax_valid') or 0:.3f} vs {s.get('ar_syntax_valid') or 0:.3f}, edit similarity "
                 f"{s.get('edit_sim') or 0:.3f} vs {s.get('ar_edit_sim') or 0:.3f})")

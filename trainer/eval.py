@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from ..diffusion_core.copy_prior import COPY
 from ..errors import DllmError
 from .humaneval import InfillTask
 from .sandbox import SandboxConfig, SandboxPool
@@ -51,6 +52,7 @@ class InfillConfig:
     token_healing: bool = True  # SamplerConfig.token_healing, as the server decodes (no effect at a line start)
     fallback: str = "mode"  # SamplerConfig.fallback
     revise: float = 0.5  # SamplerConfig.revise
+    copy: float = COPY  # SamplerConfig.copy
 
     def __post_init__(self):
         if self.max_tokens == 0:
@@ -148,7 +150,7 @@ def sampler_complete(sampler, cfg: InfillConfig) -> CompleteFn:
     scfg = SamplerConfig(block_size=cfg.block_size, max_tokens=cfg.max_tokens, rule=cfg.rule,
                          threshold=cfg.threshold, factor=cfg.factor, syntax_guard=cfg.syntax_guard,
                          syntax_guard_alternatives=cfg.syntax_guard_alternatives, token_healing=cfg.token_healing,
-                         fallback=cfg.fallback, revise=cfg.revise)
+                         fallback=cfg.fallback, revise=cfg.revise, copy=cfg.copy)
 
     def complete(task: InfillTask):
         c = sampler.complete(task.prefix, task.suffix, mode=cfg.mode, cfg=scfg)

@@ -19,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..diffusion_core.copy_prior import COPY
 from ..errors import DllmError
 
 
@@ -52,6 +53,9 @@ def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
     p.add_argument("--revise", type=float, default=0.5,
                    help="SamplerConfig.revise: a committed token whose argmax now differs with this confidence "
                         "takes it (0: off)")
+    p.add_argument("--copy", type=float, default=COPY,
+                   help="SamplerConfig.copy: in block mode, a prediction that a draft copied from the context "
+                        "agrees with commits at this confidence (0: off)")
     p.add_argument("--fallback", choices=["mode", "leftmost", "confident"], default="mode",
                    help="SamplerConfig.fallback: the one position a step commits when none passes the rule")
     p.add_argument("--syntax-guard", action="store_true",
@@ -175,7 +179,7 @@ def run(args) -> int:
     icfg = ev.InfillConfig(mode=mode, block_size=args.block_size, max_tokens=args.max_tokens,
                            rule=args.rule, threshold=args.threshold, factor=args.factor,
                            syntax_guard=args.syntax_guard, fallback=args.fallback, revise=args.revise,
-                           syntax_guard_alternatives=args.syntax_guard_alternatives,
+                           copy=args.copy, syntax_guard_alternatives=args.syntax_guard_alternatives,
                            token_healing=args.token_healing)
     sandbox = SandboxConfig(timeout_s=args.timeout, workers=args.workers)
     if args.oracle:

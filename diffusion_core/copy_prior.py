@@ -11,9 +11,11 @@ prediction equals it lets the walk go on, and the first disagreement ends it. Th
 writes a token the model does not predict: it lowers the bar for predictions that the context
 backs (docs/results.md, "The copy prior (issue 8, session 27)").
 
-Two implementations with one result: `extra_host` on lists (DecodeState, the scheduler) and
-`extra_device` on tensors with static shapes (the graphed decoder, inside its CUDA graph);
-tests/diffusion_core/test_copy_prior.py checks that they agree.
+Two implementations with one result: `extra_host` here, on lists (DecodeState, the scheduler),
+and `kernels.copy_prior` on tensors with static shapes (the graphed decoder, inside its CUDA
+graph: a Triton kernel, or its torch reference); tests/diffusion_core/test_copy_prior.py and
+tests/kernels/test_copy_prior.py check that they agree. No torch here: the CLI's argument
+defaults read COPY.
 """
 
 from __future__ import annotations
@@ -56,32 +58,3 @@ def extra_host(context: list[int], block: list[int], masked: list[bool], pred: l
         elif block[j] != t and pred[j] != t:
             break
     return out
-
-
-def extra_device(hist: torch.Tensor, end: torch.Tensor, block: torch.Tensor, masked: torch.Tensor,
-                 pred: torch.Tensor, conf: torch.Tensor, threshold: float) -> torch.Tensor:
-    """`extra_host` with static shapes: `hist` (H,) the cache's tokens in its first `end` (a 0-d
-    tensor) entries, `block`/`masked`/`pred`/`conf` (b,); returns the (b,) bool mask of extra
-    commits. H >= end + b."""
-    import torch  # (not at import: the CLI's argument defaults read COPY)
-
-    b, H, dev = block.shape[0], hist.shape[0], hist.device
-    ar_b, ar_h, kk = (torch.arange(n, device=dev) for n in (b, H, NMAX))
-    p = torch.where(masked.any(), masked.int().argmax(), b)  # the head: positions before the first mask
-    off = ar_h - end
-    seq = torch.where((off >= 0) & (off < p), block[off.clamp(0, b - 1)], hist)
-    n = end + p  # the committed text: seq[:n]
-    tail_at = n - 1 - kk  # (NMAX,)
-    tail = seq[tail_at.clamp(min=0)]
-    at = ar_h[:, None] - 1 - kk[None, :]  # (H, NMAX): the occurrence ending before e, read backwards
-    eq = (seq[at.clamp(min=0)] == tail[None, :]) & (at >= 0) & (tail_at >= 0)[None, :]
-    run = eq.int().cumprod(1).sum(1)  # (H,) match length ending before e
-    score = torch.where((ar_h < n) & (run >= NMIN), run * H + ar_h, -1)
-    e = score.argmax()
-    k = ar_b - p  # block position j reads the draft's token k = j - p
-    src = e + k
-    d = seq[src.clamp(0, H - 1)]
-    has = (score.max() >= 0) & (k >= 0) & (k < K) & (src < n)
-    ok = has & torch.where(masked, (pred == d) & (conf >= threshold), (block == d) | (pred == d))
-    walk = (ok | (k < 0)).int().cumprod(0).bool()
-    return walk & masked & (k >= 0)

@@ -355,10 +355,18 @@ class GraphedDecoder(_Static):
         self.fused_first = not self.shift and type(self).FUSED_FIRST
         self.first_rows = b  # the first step's rows past the prompt's bucket
         self.first_ar = torch.arange(self.max_seq_len + b, device=dev)
-        # the copy prior (copy_prior.py): the cache's tokens on the device, the prompt copied in by
-        # `complete`, each finished block by the step that puts its KV into the cache
+        # the copy prior (copy_prior.py): the cache's token ids on the device, the prompt copied in
+        # by `complete`, each finished block by the step that puts its KV into the cache
         self.copy = self.cfg.copy
+        self.copy_triton = False  # its Triton kernel, where it runs (checked once, on its own)
         if self.copy > 0:
+            if self.triton:
+                from ..kernels._triton import self_check
+
+                err = self_check(dev, ("copy_prior",))
+                self.copy_triton = err is None
+                if err:
+                    log.warning("the copy prior's kernel is off, its torch reference runs: %s", err)
             self.hist = torch.zeros(self.cache.capacity + b, dtype=torch.long, device=dev)
             self.hist_h = torch.zeros(self.cache.capacity + b, dtype=torch.long, pin_memory=self.cuda)
 
@@ -373,19 +381,18 @@ class GraphedDecoder(_Static):
         positions, slots, self_mask = (step_inputs_triton(*args, out=self.step_in) if self.triton
                                        else step_inputs_reference(*args))
         h = self._layers(self.ids, positions, slots, self_mask)  # final-normed
-        if self.copy > 0:  # the previous block (its first n_prev) enters the cache's tokens at pos
-            at = (self.cache.pos + self.ar_b).clamp(max=self.hist.shape[0] - 1)
-            self.hist.index_copy_(0, at, torch.where(self.ar_b < n_prev, self.ids[:b], self.hist[at]))
         if self.shift:  # block row r from position r-1; -1: the last real prev row, else the kept bound
             last = h.index_select(0, (n_prev - 1).clamp(min=0).view(1))[0]
             self.bound.copy_(torch.where(n_prev > 0, last, self.bound))
             return F.linear(torch.cat([self.bound[None], h[b:2 * b - 1]]), self.model.tok_emb.weight).float()
         return F.linear(h[b:], self.model.tok_emb.weight).float()  # (b, V)
 
-    def _update(self, logits: torch.Tensor):
+    def _update(self, logits: torch.Tensor, first: bool = False):
         """Commit (as DecodeState: in line mode nothing after a committed line break, a device flag
         so that one graph serves both modes), fill after eos, snapshot, and move to the next block
-        when this one is finished: `kernels.block_update`, one launch on CUDA."""
+        when this one is finished: `kernels.block_update`, one launch on CUDA. Before it the copy
+        prior (`kernels.copy_prior`, one launch), which also puts the previous block into the
+        cache's ids unless `first` (the prompt is the previous block: the host wrote it)."""
         from ..kernels.block_update import BlockState, block_update_reference, block_update_triton
         from ..kernels.commit import confidence_reference, confidence_triton
 
@@ -396,11 +403,12 @@ class GraphedDecoder(_Static):
                               else (confidence_reference, block_update_reference))
         pred, conf = conf_fn(logits, c.confidence, self.ban)
         if self.copy > 0:  # the copy prior's positions pass the rule (block mode only)
-            from .copy_prior import extra_device
+            from ..kernels.copy_prior import copy_boost_reference, copy_boost_triton
+            from .copy_prior import K, NMAX, NMIN
 
-            extra = extra_device(self.hist, self.cache.pos + self.n_prev, self.ids[self.b:], self.masked, pred,
-                                 conf, self.copy)
-            conf = torch.where(extra & ~self.line_mode, 1.0, conf)
+            boost = copy_boost_triton if self.copy_triton and self.hist.numel() <= 8192 else copy_boost_reference
+            conf = boost(self.hist, self.cache.pos, self.n_prev, self.ids, self.masked, pred, conf, self.line_mode,
+                         threshold=self.copy, first=first, nmin=NMIN, nmax=NMAX, k=K)
         update_fn(pred, conf, st, eos_id=self.tok.eos_id, mask_id=self.tok.mask_id, max_seq_len=self.max_seq_len,
                   rule=c.rule, threshold=c.threshold, factor=c.factor, fallback=c.fallback,
                   revise=c.revise)
@@ -431,7 +439,7 @@ class GraphedDecoder(_Static):
         mask = torch.where(i < T, j <= i, (j < n) | block_key)  # prompt rows causal; block rows see
         h = self._layers(torch.cat([ctl[8:8 + T], self.ids[b:]]), positions, slots, mask,  # the prompt
                          triton=self.kernels and T + b <= MAX_QUERIES)  # and the live block
-        self._update(F.linear(h[T:], self.model.tok_emb.weight).float())
+        self._update(F.linear(h[T:], self.model.tok_emb.weight).float(), first=True)
 
     def _first_unfused(self, clean: list[int], b0: int, max_tokens: int, line_mode: bool):
         """The first step where `_start` declines (a shift model, no bucket, an empty prompt): the

@@ -9,6 +9,8 @@
 - `block_update`: a block-diffusion step's bookkeeping after the logits (candidates, the commit
   rule, eos fill, the snapshot, the move to the next block), in one launch.
 - `swiglu`: the feed-forward's gate, silu(gate) * up, in one launch.
+- `copy_prior`: the copy prior of a block-diffusion step (a draft copied from the context backs
+  the predictions that agree with it), in one launch.
 
 Each module has `<name>_reference` (pure torch, what CPUs run), `<name>_triton` (the launcher),
 `<name>` (picks Triton on CUDA when it is installed, the reference elsewhere) and `bench()`.

@@ -121,7 +121,8 @@ def disable_triton():
 def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_update", "swiglu", "fused_ce")
                ) -> str | None:
     """Run each Triton kernel once on small inputs against its reference; None when all agree, else
-    what went wrong (the caller then runs the references rather than not at all)."""
+    what went wrong (the caller then runs the references rather than not at all). "copy_prior" is
+    checked on its own, by the graphed decoder that uses it, so that it alone falls back."""
     if not (has_triton() and torch.device(device).type == "cuda"):
         return None
     try:
@@ -182,6 +183,17 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
             gu, x = torch.randn(3, 2 * 70, generator=g).to(device), torch.randn(3, 50, generator=g).to(device)
             if not torch.allclose(swiglu_triton(gu, x), swiglu_reference(gu, x), atol=1e-5, rtol=1e-5):
                 return "swiglu disagrees with its reference"
+        if "copy_prior" in kernels:
+            from .copy_prior import copy_boost_reference, copy_boost_triton
+
+            # the text 5 6 7 8 5 6 | block [7 ? ?]: the draft 8 5 6; the predictions agree on 8 and 5
+            t = lambda x: torch.tensor(x, device=device)
+            args = (t([5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0]), t(4), t(2), t([5, 6, 0, 7, 3, 3]), t([False, True, True]),
+                    t([7, 8, 5]), t([0.2, 0.6, 0.7]), t(False))
+            kw = dict(threshold=0.5, first=False, nmin=2, nmax=4, k=16)
+            a = copy_boost_triton(args[0].clone(), *args[1:6], args[6].clone(), args[7], **kw)
+            if not torch.equal(a, copy_boost_reference(args[0].clone(), *args[1:], **kw)) or a.tolist() != [0.2, 1, 1]:
+                return "copy_boost disagrees with its reference"
         if "fused_ce" in kernels:
             h = torch.randn(40, 64, generator=g).to(device)
             w = torch.randn(1000, 64, generator=g).to(device) * 0.1

@@ -24,11 +24,12 @@ SHAPES = {  # kernel -> (full, quick) keyword arguments of its bench()
     "rope_kv": (dict(blocks=(1, 16, 64, 256, 1024)), dict(blocks=(1, 64, 1024))),
     "block_update": (dict(blocks=(4, 8, 32, 64, 128)), dict(blocks=(4, 32, 128))),
     "swiglu": (dict(blocks=(1, 16, 64, 256, 1024)), dict(blocks=(1, 64, 1024))),
+    "copy_prior": (dict(sizes=((256, 32), (1024, 32), (4096, 64), (8000, 128))), dict(sizes=((1024, 32), (4096, 64)))),
 }
 TINY = {"block_attention": dict(blocks=(1, 16), cache_lens=(64,), H=2, D=16),
         "commit": dict(blocks=(1, 8), V=256), "fused_ce": dict(rows=(64,), C=32, V=256),
         "rope_kv": dict(blocks=(1, 8), H=2, D=16, S=32), "block_update": dict(blocks=(4,), V=64),
-        "swiglu": dict(blocks=(1, 8), hidden=24)}
+        "swiglu": dict(blocks=(1, 8), hidden=24), "copy_prior": dict(sizes=((64, 8),))}
 
 
 def run(device: str, quick: bool, compile_: bool, budget_s: float = 0, tiny: bool = False) -> list[dict]:

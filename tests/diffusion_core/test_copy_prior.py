@@ -1,5 +1,6 @@
 """The copy prior (diffusion_core/copy_prior.py): the draft, the walk, the host and device versions
-agreeing, and the decoders with it (the Sampler and the graphed decoder give one result)."""
+(kernels/copy_prior.py's reference) agreeing, and the decoders with it (the Sampler and the graphed
+decoder give one result)."""
 
 import random
 
@@ -8,7 +9,8 @@ import torch
 
 from dllm_ls.diffusion_core import copy_prior
 from dllm_ls.diffusion_core.checkpoint import default_checkpoint, load_checkpoint
-from dllm_ls.diffusion_core.copy_prior import K, draft_host, extra_device, extra_host
+from dllm_ls.diffusion_core.copy_prior import K, NMAX, NMIN, draft_host, extra_host
+from dllm_ls.kernels.copy_prior import copy_extra_reference
 from dllm_ls.diffusion_core.graphed import GraphedDecoder
 from dllm_ls.diffusion_core.sampler import Sampler, SamplerConfig
 
@@ -70,8 +72,8 @@ def test_the_device_version_equals_the_host_version(seed):
     conf = [rng.random() for _ in range(b)]
     want = extra_host(ctx, block, masked, pred, conf, 0.3)
     hist = torch.tensor(ctx + [rng.randrange(vocab) for _ in range(H - end)])  # garbage past end
-    got = extra_device(hist, torch.tensor(end), torch.tensor(block), torch.tensor(masked), torch.tensor(pred),
-                       torch.tensor(conf), 0.3)
+    got = copy_extra_reference(hist, torch.tensor(end), torch.tensor(block), torch.tensor(masked),
+                               torch.tensor(pred), torch.tensor(conf), 0.3, NMIN, NMAX, K)
     assert got.nonzero().flatten().tolist() == want
 
 
@@ -103,6 +105,30 @@ def test_the_copy_prior_takes_fewer_steps_and_the_graphed_decoder_agrees(shipped
     want = Sampler(model, tok, on).complete(REPEAT[0] + "'e", REPEAT[1], mode="block")
     assert (again.text, again.trace.per_step) == (want.text, want.trace.per_step)
     assert 0 < again.trace.reused_tokens
+
+
+def test_the_kernel_in_the_graphed_decoder_equals_the_sampler(shipped, monkeypatch):
+    """The graphed decoder with the Triton kernel of the copy prior (Triton's interpreter on CPU
+    tensors; the rest of its step in torch) gives the Sampler's completions."""
+    import os
+
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("TRITON_INTERPRET is not 1")
+    from dllm_ls.kernels import copy_prior as kcp
+
+    from ..kernels.conftest import _patch_interpreter
+
+    _patch_interpreter()
+    monkeypatch.setattr(kcp, "copy_boost_reference", kcp.copy_boost_triton)
+    model, tok = shipped
+    on = SamplerConfig(block_size=32, max_tokens=48, copy=0.5)
+    dec = GraphedDecoder(Sampler(model, tok, on), on)
+    for prefix, suffix in (REPEAT, (REPEAT[0] + "'e", REPEAT[1])):
+        want = Sampler(model, tok, on).complete(prefix, suffix, mode="block")
+        got = dec.complete(prefix, suffix, mode="block")
+        assert (got.text, got.trace.per_step) == (want.text, want.trace.per_step)
+    assert max(want.trace.per_step) > 1
 
 
 def test_line_mode_and_off_do_not_use_it(shipped, monkeypatch):

@@ -98,7 +98,7 @@ def test_the_first_step_is_model_step(tokenizer):
     assert dec.fused_first
     got = []
     update = dec._update
-    dec._update = lambda logits: (got.append(logits.clone()), update(logits))
+    dec._update = lambda logits, first=False: (got.append(logits.clone()), update(logits, first))
     ids = tokenizer.encode("def f(x):\n    return x + 1\n\n\nclass A:\n    pass\n" * 3)[:45]
     ref = KVCache.for_model(m, capacity=dec.cache.capacity)
     block = torch.full((1, 8), tokenizer.mask_id)

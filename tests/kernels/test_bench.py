@@ -7,10 +7,10 @@ from dllm_ls.kernels.bench import markdown, run
 def test_benchmarks_run_and_tabulate():
     rows = run("cpu", quick=False, compile_=False, tiny=True)
     assert {r["kernel"] for r in rows} == {"block_attention", "commit", "fused_ce", "rope_kv", "block_update",
-                                              "swiglu"}
+                                              "swiglu", "copy_prior"}
     assert all(r["ms"] > 0 for r in rows if "ms" in r) and not any("error" in r for r in rows)
     md = markdown(rows, "CPU")
-    for k in ("block_attention", "commit", "fused_ce", "rope_kv", "block_update", "swiglu"):
+    for k in ("block_attention", "commit", "fused_ce", "rope_kv", "block_update", "swiglu", "copy_prior"):
         assert f"**{k}**" in md
     fake = [{"kernel": "commit", "provider": p, "T": 4, "V": 8, "ms": ms}
             for p, ms in (("torch", 2.0), ("triton", 0.5))]

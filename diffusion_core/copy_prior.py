@@ -25,9 +25,9 @@ NMIN, NMAX = 2, 4  # n-gram lengths matched at the end of the committed text
 K = 16  # draft length
 
 
-def draft_host(seq: list[int]) -> list[int]:
-    """The draft after `seq`: the continuation of the longest (then most recent) earlier
-    occurrence of its last NMIN..NMAX tokens; [] when there is none."""
+def draft_host(seq: list[int], k: int = 0) -> list[int]:
+    """The draft after `seq`: the continuation (k tokens at most, default K) of the longest (then
+    most recent) earlier occurrence of its last NMIN..NMAX tokens; [] when there is none."""
     end = len(seq)
     best_run, best_e = 0, -1
     for e in range(end - 1, NMIN - 1, -1):  # an occurrence ending before position e (e < end)
@@ -38,7 +38,7 @@ def draft_host(seq: list[int]) -> list[int]:
             best_run, best_e = run, e
             if run == NMAX:
                 break
-    return seq[best_e:best_e + K] if best_run >= NMIN else []
+    return seq[best_e:best_e + (k or K)] if best_run >= NMIN else []
 
 
 def extra_host(context: list[int], block: list[int], masked: list[bool], pred: list[int], conf: list[float],

@@ -524,26 +524,61 @@ class GraphedDecoder(_Static):
 
 
 class GraphedAR(_Static):
-    """Greedy next-token decoding of the AR baseline: one token per replay, argmax on the device."""
+    """Greedy next-token decoding of the AR baseline: one token per replay, argmax on the device.
+    With `cfg.lookup` = K > 0 (prompt lookup, as `Sampler._decode_ar`): each replay verifies K
+    drafted tokens (`kernels.copy_prior.draft_reference` over a device copy of the cache's ids)
+    after the last token and keeps those equal to its own greedy ones, plus its next token; the
+    snapshot is [count, K + 1 tokens]."""
 
     def __init__(self, sampler: Sampler, cfg: SamplerConfig | None = None, *, use_graphs: bool | None = None,
                  lag: int = 1):
         if not sampler.model.cfg.causal:
             raise ValueError("GraphedAR is for the causal (AR) baseline")
         self.cfg = cfg or sampler.cfg
-        super().__init__(sampler, 4, use_graphs=use_graphs, lag=lag)
-        self.tok_in = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.snap = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.one = torch.ones(1, 1, dtype=torch.bool, device=self.device)
+        K = self.lookup = self.cfg.lookup
+        super().__init__(sampler, 4 + K, use_graphs=use_graphs, lag=lag)
+        dev = self.device
+        self.tok_in = torch.zeros(1, dtype=torch.long, device=dev)
+        self.snap = torch.zeros(K + 2 if K else 1, dtype=torch.long, device=dev)
+        self.one = torch.ones(1, 1, dtype=torch.bool, device=dev)
         self.fused_first = True
+        if K:
+            n = self.cache.capacity + K + 2
+            self.hist = torch.zeros(n, dtype=torch.long, device=dev)  # the cache's ids (the prompt: the host)
+            self.hist_h = torch.zeros(n, dtype=torch.long, pin_memory=self.cuda)
+            self.ar_k = torch.arange(K + 1, device=dev)
+            self.causal_k = self.ar_k[:, None] >= self.ar_k[None, :]
+            self.snap_head = torch.zeros(K + 1, dtype=torch.long, device=dev)  # the first step's: 1 token
 
     def _next(self, logits: torch.Tensor):
         """The greedy next token (banned ones never) into the step's input and the snapshot."""
         nxt = logits.masked_fill(self.sampler.ban, float("-inf")).argmax().view(1)
-        self.snap.copy_(nxt)
+        self.snap.copy_(torch.cat([self.one.view(1).long(), nxt, self.snap_head[1:]]) if self.lookup else nxt)
         self.tok_in.copy_(nxt)
 
+    def _step_lookup(self):
+        """One verify step: [last token ; K drafted] causally, the drafted tokens kept up to the
+        first that differs from the model's own, the cache's position past them."""
+        from ..kernels.copy_prior import draft_reference
+        from .copy_prior import NMAX, NMIN
+
+        K, pos, ar = self.lookup, self.cache.pos, self.ar_k
+        H = self.hist.shape[0]
+        self.hist.index_copy_(0, pos.clamp(max=H - 1).view(1), self.tok_in)
+        d, n_d = draft_reference(self.hist, pos + 1, NMIN, NMAX, K)
+        positions = (pos + ar).clamp(max=self.max_seq_len - 1)
+        slots = (pos + ar).clamp(max=self.cache.capacity - 1)
+        h = self._layers(torch.cat([self.tok_in, d]), positions, slots, self.causal_k)  # final-normed
+        g = F.linear(h, self.model.tok_emb.weight).float().masked_fill(self.sampler.ban, float("-inf")).argmax(-1)
+        m = ((d == g[:K]) & (ar[:K] < n_d)).int().cumprod(0).sum()  # drafted tokens kept
+        self.hist.index_copy_(0, (pos + 1 + ar).clamp(max=H - 1), g)
+        self.tok_in.copy_(g.gather(0, m.view(1)))
+        self.snap.copy_(torch.cat([(m + 1).view(1), g]))
+        self.cache.pos.copy_(pos + 1 + m)
+
     def _step(self):
+        if self.lookup:
+            return self._step_lookup()
         pos = self.cache.pos
         positions = pos.clamp(max=self.max_seq_len - 1).view(1)
         slots = pos.clamp(max=self.cache.capacity - 1).view(1)
@@ -574,6 +609,11 @@ class GraphedAR(_Static):
             self.cache.reset(device=False)
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False, device_pos=False)
+        K = self.lookup
+        if K:  # the prompt's ids (the cache's, after this call's prefill), for the drafts
+            toks = cache.tokens + clean
+            self.hist_h[:len(toks)] = torch.tensor(toks, dtype=torch.long)
+            self.hist[:len(toks)].copy_(self.hist_h[:len(toks)], non_blocking=self.cuda)
         if not self._start(clean, ()):  # step 1: the prompt in one bucketed forward, and its argmax
             logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
             cache.append_tokens(clean)
@@ -582,17 +622,25 @@ class GraphedAR(_Static):
         eos = self.tok.eos_id
 
         def process(row: torch.Tensor) -> bool:
-            t = int(row[0])
+            vals = row.tolist()
+            count, toks = (vals[0], vals[1:]) if K else (1, vals)
             trace.steps += 1
-            trace.tokens += 1
-            trace.per_step.append(1)
-            if t == eos:
-                st["stop"] = (len(st["text"]), "eos")
-                return True
-            st["generated"].append(t)
-            st["text"] = s._text(st["generated"])
-            st["stop"] = find_stop(st["text"], ctx, final=False)
-            return st["stop"] is not None or len(st["generated"]) >= max_tokens
+            n, done = 0, False
+            for t in toks[:count]:
+                n += 1
+                if t == eos:
+                    st["stop"] = (len(st["text"]), "eos")
+                    done = True
+                    break
+                st["generated"].append(t)
+                st["text"] = s._text(st["generated"])
+                st["stop"] = find_stop(st["text"], ctx, final=False)
+                done = st["stop"] is not None or len(st["generated"]) >= max_tokens
+                if done:
+                    break
+            trace.tokens += n
+            trace.per_step.append(n)
+            return done
 
         self._pipeline(self.snap, process, max_steps=max_tokens)
         cache.truncate(cache.length)

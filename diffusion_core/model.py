@@ -365,8 +365,9 @@ class Transformer(nn.Module):
         return list(logits.split([len(w) for w in want], dim=1))
 
     @torch.no_grad()
-    def extend(self, clean: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Append clean tokens (B, n) causally to the cache; returns the logits of the last one (B, V).
+    def extend(self, clean: torch.Tensor, cache: KVCache, all_logits: bool = False) -> torch.Tensor:
+        """Append clean tokens (B, n) causally to the cache; returns the logits of the last one (B, V),
+        or of every one (B, n, V) with `all_logits` (the AR baseline's verify step of drafted tokens).
 
         The autoregressive baseline decodes with this: its logits at position i predict token i+1.
         """
@@ -376,7 +377,8 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of {P + n} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
         positions = torch.arange(P, P + n, device=clean.device).unsqueeze(0).expand(B, -1)
         mask = step_mask(P, n, 0, device=clean.device)
-        return self(clean, positions, mask=mask, cache=cache, n_append=n)[:, -1]
+        logits = self(clean, positions, mask=mask, cache=cache, n_append=n)
+        return logits if all_logits else logits[:, -1]
 
 
 NO_BOUND = ("a shift model's step with no clean tokens needs the cache's last hidden state: "

@@ -77,6 +77,10 @@ class SamplerConfig:
     # draft copied from the context (prompt lookup), in a run from the committed head, commits at
     # this confidence instead of the rule's. 0: off (docs/results.md, "The copy prior")
     copy: float = COPY
+    # the AR baseline only: greedy decoding with prompt lookup (copy_prior.draft_host), each forward
+    # verifying up to this many drafted tokens and keeping those equal to its own greedy ones: the
+    # greedy text in fewer steps (speculative decoding, lossless up to rounding). 0: off
+    lookup: int = 0
 
     @classmethod
     def for_server(cls) -> "SamplerConfig":
@@ -97,6 +101,8 @@ class SamplerConfig:
             raise ValueError(f"revise must be in [0, 1] (0: off), not {self.revise!r}")
         if not 0.0 <= self.copy <= 1.0:
             raise ValueError(f"copy must be in [0, 1] (0: off), not {self.copy!r}")
+        if not 0 <= self.lookup <= 64:
+            raise ValueError(f"lookup must be in [0, 64] (0: off), not {self.lookup!r}")
 
 
 @dataclass
@@ -302,7 +308,7 @@ class Sampler:
             return state.result()
         t0 = time.perf_counter()
         ctx, crlf, clean, max_tokens, cache, trace = self._prepare(prefix, suffix, mode, cache, cfg)
-        stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace, should_stop)
+        stop, text = self._decode_ar(clean, max_tokens, cache, ctx, trace, should_stop, cfg.lookup)
         return self._finish(stop, text, ctx, crlf, trace, t0)
 
     @staticmethod
@@ -333,33 +339,51 @@ class Sampler:
     def _text(self, ids: list[int]) -> str:
         return self.tok.decode(ids).replace("\r\n", "\n")
 
-    def _decode_ar(self, clean, max_tokens, cache, ctx, trace, should_stop=None):
-        """Greedy next-token decoding for the autoregressive baseline (causal=True models)."""
+    def _decode_ar(self, clean, max_tokens, cache, ctx, trace, should_stop=None, lookup: int = 0):
+        """Greedy next-token decoding for the autoregressive baseline (causal=True models). With
+        `lookup` > 0 each forward also verifies up to that many tokens drafted from the context
+        (`copy_prior.draft_host`): the drafted tokens equal to the greedy ones are kept, with the
+        model's own next token after them (`trace.per_step`: the tokens of each step)."""
         generated: list[int] = []
         text = ""
         heal_left = trace.healed  # token healing: the next tokens must write this text again
+        eos = self.tok.eos_id
         while len(generated) < max_tokens:
             if should_stop is not None and should_stop():
                 raise CompletionCancelled
-            logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
-            cache.append_tokens(clean)
+            room = min(max_tokens - len(generated) - 1, self.model.cfg.max_seq_len - cache.length - len(clean))
+            draft = (copy_prior.draft_host(cache.tokens + clean, lookup)[:room]  # (not in the prompt's step)
+                     if lookup and generated and not heal_left and room > 0 else [])
+            start = cache.length
+            inp = torch.tensor([clean + draft], device=self.device)
+            logits = (self.model.extend(inp, cache, all_logits=True)[0, len(clean) - 1:] if draft  # (1 + len(draft), V)
+                      else self.model.extend(inp, cache))
+            cache.append_tokens(clean + draft)
             logits.masked_fill_(self.ban, float("-inf"))
-            if heal_left:
-                logits.masked_fill_(~self.heal_mask(heal_left), float("-inf"))
-            t = int(logits.argmax())
-            if heal_left:
-                heal_left = self.heal_rest(heal_left, t)
             trace.steps += 1
-            trace.tokens += 1
-            trace.per_step.append(1)
-            if t == self.tok.eos_id:
-                return (len(text), "eos"), text
-            generated.append(t)
-            text = self._text(generated)
-            s = find_stop(text, ctx, final=False)
-            if s is not None:
-                return s, text
-            clean = [t]
+            n = 0
+            for i in range(len(draft) + 1):  # the model's token after clean and draft[:i]
+                if heal_left:
+                    logits[i].masked_fill_(~self.heal_mask(heal_left), float("-inf"))
+                t = int(logits[i].argmax())
+                if heal_left:
+                    heal_left = self.heal_rest(heal_left, t)
+                n += 1
+                trace.tokens += 1
+                if t == eos:
+                    trace.per_step.append(n)
+                    return (len(text), "eos"), text
+                generated.append(t)
+                text = self._text(generated)
+                s = find_stop(text, ctx, final=False)
+                if s is not None:
+                    trace.per_step.append(n)
+                    return s, text
+                if i == len(draft) or draft[i] != t:  # the next drafted token is not the model's: stop
+                    break
+            trace.per_step.append(n)
+            cache.truncate(start + len(clean) + n - 1)  # clean and the drafted tokens kept (= generated)
+            clean = [generated[-1]]
         return None, text
 
 

@@ -31,27 +31,35 @@ except ImportError:  # CPU wheels of torch come without triton: the reference se
     triton = None
 
 
+def draft_reference(hist, n, nmin: int, nmax: int, k: int):
+    """(draft (k,), its length, a 0-d tensor): the tokens that followed the latest earlier
+    occurrence of the longest nmin..nmax-token n-gram ending hist[:n] (n a 0-d tensor); length 0
+    when there is none (`diffusion_core.copy_prior.draft_host` on device tensors)."""
+    H, dev = hist.shape[0], hist.device
+    ar_h, kk = torch.arange(H, device=dev), torch.arange(nmax, device=dev)
+    tail_at = n - 1 - kk  # (nmax,)
+    tail = hist[tail_at.clamp(min=0)]
+    at = ar_h[:, None] - 1 - kk[None, :]  # (H, nmax): the occurrence ending before e, read backwards
+    eq = (hist[at.clamp(min=0)] == tail[None, :]) & (at >= 0) & (tail_at >= 0)[None, :]
+    run = eq.int().cumprod(1).sum(1)  # (H,) match length ending before e
+    score = torch.where((ar_h < n) & (run >= nmin), run * H + ar_h, -1)
+    e = score.argmax()
+    d = hist[(e + torch.arange(k, device=dev)).clamp(max=H - 1)]
+    return d, torch.where(score.max() >= 0, (n - e).clamp(max=k), 0)
+
+
 def copy_extra_reference(hist, end, block, masked, pred, conf, threshold: float, nmin: int, nmax: int, k: int):
     """The (b,) bool mask of the positions the walk commits: `hist` (H,) the cache's tokens in its
     first `end` (0-d tensor) entries, `block`/`masked`/`pred`/`conf` (b,). H >= end + b."""
     b, H, dev = block.shape[0], hist.shape[0], hist.device
-    ar_b, ar_h, kk = (torch.arange(n, device=dev) for n in (b, H, nmax))
+    ar_b, ar_h = torch.arange(b, device=dev), torch.arange(H, device=dev)
     p = torch.where(masked.any(), masked.int().argmax(), b)  # the head: positions before the first mask
     off = ar_h - end
     seq = torch.where((off >= 0) & (off < p), block[off.clamp(0, b - 1)], hist)
-    n = end + p  # the committed text: seq[:n]
-    tail_at = n - 1 - kk  # (nmax,)
-    tail = seq[tail_at.clamp(min=0)]
-    at = ar_h[:, None] - 1 - kk[None, :]  # (H, nmax): the occurrence ending before e, read backwards
-    eq = (seq[at.clamp(min=0)] == tail[None, :]) & (at >= 0) & (tail_at >= 0)[None, :]
-    run = eq.int().cumprod(1).sum(1)  # (H,) match length ending before e
-    score = torch.where((ar_h < n) & (run >= nmin), run * H + ar_h, -1)
-    e = score.argmax()
+    d, length = draft_reference(seq, end + p, nmin, nmax, k)  # the draft after the committed text
     j = ar_b - p  # block position i reads the draft's token j = i - p
-    src = e + j
-    d = seq[src.clamp(0, H - 1)]
-    has = (score.max() >= 0) & (j >= 0) & (j < k) & (src < n)
-    ok = has & torch.where(masked, (pred == d) & (conf >= threshold), (block == d) | (pred == d))
+    dj = d[j.clamp(0, k - 1)]
+    ok = (j >= 0) & (j < length) & torch.where(masked, (pred == dj) & (conf >= threshold), (block == dj) | (pred == dj))
     walk = (ok | (j < 0)).int().cumprod(0).bool()
     return walk & masked & (j >= 0)
 

@@ -77,6 +77,9 @@ def add_arguments(sub):
     b.add_argument("--copy", default=str(COPY),
                    help="SamplerConfig.copy values, comma-separated: each block size x threshold runs with each "
                         "(0: off; the copy prior acts in block mode, Q2, only)")
+    b.add_argument("--ar-lookup", type=int, default=0, metavar="K",
+                   help="also run the AR baseline with prompt lookup (SamplerConfig.lookup: K drafted tokens "
+                        "verified a step, the same greedy text); S1.speedup_*_vs_ar_lookup compare with it")
     b.add_argument("--max-tokens-line", type=int, default=64, metavar="N")
     b.add_argument("--max-tokens-block", type=int, default=192, metavar="N")
     b.add_argument("--impl", default="graphed", choices=["graphed", "eager"],
@@ -196,17 +199,20 @@ def quality(results: list[dict], by_id: dict):
 QUALITY = ("pass_at_1", "syntax_valid", "edit_sim")  # a setting qualifies within a point of AR on each
 
 
-def speedup(results: list[dict], bench: str, points: float = 0.01) -> dict | None:
+def speedup(results: list[dict], bench: str, points: float = 0.01, lookup: int = 0) -> dict | None:
     """The best diffusion/AR tokens/s ratio on `bench` among settings within `points` of AR on
     pass@1, syntax validity and edit similarity (where pass@1 sits at the floor for both, as Q2's
     does for these small models, it alone would let any setting qualify; edit similarity alone let
-    broken code qualify). Rows scored before a measure existed count as equal to AR on it."""
-    ar = next((r for r in results if r["bench"] == bench and r["kind"] == "ar" and r["impl"] != "eager"), None)
+    broken code qualify). Rows scored before a measure existed count as equal to AR on it.
+    `lookup`: against the AR row decoded with prompt lookup of that many tokens (`--ar-lookup`)."""
+    ar = next((r for r in results if r["bench"] == bench and r["kind"] == "ar" and r["impl"] != "eager"
+               and r.get("lookup", 0) == lookup), None)
     if ar is None:
         return None
     def entry(r):
         return {"speedup": r["tokens_per_s"] / max(ar["tokens_per_s"], 1e-9), "block_size": r["block_size"],
-                "threshold": r["threshold"], "copy": r.get("copy", 0.0), **{k: r.get(k) for k in QUALITY}, **{f"ar_{k}": ar.get(k) for k in QUALITY}}
+                "threshold": r["threshold"], "copy": r.get("copy", 0.0), **{k: r.get(k) for k in QUALITY},
+                **{f"ar_{k}": ar.get(k) for k in QUALITY}}
 
     rows = [r for r in results if r["bench"] == bench and r["kind"] == "diffusion" and r["impl"] != "eager"]
     eligible = [r for r in rows if all(r.get(k, ar.get(k, 0.0)) >= ar.get(k, 0.0) - points - 1e-9 for k in QUALITY)]
@@ -270,8 +276,9 @@ def _pareto_panel(plt, ax, rows: list[dict], key: str, label: str):
                 label="diffusion Pareto front", zorder=2)
     for r in rows:
         if r["kind"] == "ar":
-            ax.scatter([r["tokens_per_s"]], [100 * r[key]], marker="*", s=180, color="tab:red",
-                       label="AR baseline", zorder=4)
+            lk = r.get("lookup", 0)
+            ax.scatter([r["tokens_per_s"]], [100 * r[key]], marker="*", s=180, color="tab:orange" if lk else "tab:red",
+                       label=f"AR + prompt lookup ({lk})" if lk else "AR baseline", zorder=4)
     ax.set_xscale("log")
     ax.set_xlabel("decode tokens/s (batch 1)")
     ax.set_ylabel(label)
@@ -360,18 +367,20 @@ def run(args) -> int:
     say(f"S1: {', '.join(f'{b} {len(t)} tasks' for b, t in tasks_by_bench.items())} on {describe_machine(str(device))}")
 
     copies = _floats(args.copy) or [0.0]
-    jobs = []  # (kind, impl, block_size, threshold, copy)
+    jobs = []  # (kind, impl, block_size, threshold, copy, AR's prompt lookup)
     if "ar" in models:
-        jobs.append(("ar", args.impl, 1, None, 0.0))
+        jobs.append(("ar", args.impl, 1, None, 0.0, 0))
+        if args.ar_lookup:
+            jobs.append(("ar", args.impl, 1, None, 0.0, args.ar_lookup))
     for b, t in settings_order(_ints(args.block_sizes), _floats(args.thresholds)):
-        jobs += [("diffusion", args.impl, b, t, c) for c in copies]
+        jobs += [("diffusion", args.impl, b, t, c, 0) for c in copies]
     if args.eager_rows and args.impl == "graphed":
         if "ar" in models:
-            jobs.append(("ar", "eager", 1, None, 0.0))
-        jobs.append(("diffusion", "eager", 32, 0.9, copies[0]))
+            jobs.append(("ar", "eager", 1, None, 0.0, 0))
+        jobs.append(("diffusion", "eager", 32, 0.9, copies[0], 0))
 
     results, skipped, decoders = [], [], {}
-    for kind, impl, b, thr, copy in jobs:
+    for kind, impl, b, thr, copy, lookup in jobs:
         for bench in tasks_by_bench:
             if bench == "Q1" and kind == "diffusion" and copy != copies[0]:
                 continue  # the copy prior acts in block mode only: Q1 would repeat the first value's row
@@ -381,11 +390,12 @@ def run(args) -> int:
                 continue
             m, tk = models[kind]
             cfg = SamplerConfig(block_size=b, threshold=thr if thr is not None else 0.9, max_tokens=max_tokens[bench],
-                                fallback=args.fallback, revise=args.revise, copy=copy)
+                                fallback=args.fallback, revise=args.revise, copy=copy, lookup=lookup)
             sampler = Sampler(m, tk, cfg)
             if impl == "graphed":
                 dec = graphed(sampler, cfg, lag=args.lag)
-                decoders[(kind, b, thr, copy, bench)] = dec
+                if not lookup:  # (the floor is a one-token AR step's)
+                    decoders[(kind, b, thr, copy, bench)] = dec
 
                 def decode(p, s, md, dec=dec):
                     return dec.complete(p, s, md, cold=True)
@@ -393,13 +403,13 @@ def run(args) -> int:
                 def decode(p, s, md, sampler=sampler, cfg=cfg):
                     return sampler.complete(p, s, md, cfg=cfg)
             r = run_setting(decode, tasks_by_bench[bench], tk, mode[bench], cuda, args.cold_tokenizer)
-            r.update(bench=bench, kind=kind, impl=impl, block_size=b, threshold=thr, copy=copy)
+            r.update(bench=bench, kind=kind, impl=impl, block_size=b, threshold=thr, copy=copy, lookup=lookup)
             if impl == "graphed":
                 r["graph_error"] = getattr(dec, "graph_error", None)
             results.append(r)
             if args.report:  # partial, so a run cut short still leaves its timings
                 _write_json(args.report, {"partial": True, "results": results})
-            say(f"  {bench} {kind:9s} {impl:7s} b={b:<3d} t={thr if thr is not None else '-':<4} c={copy:<4g} "
+            say(f"  {bench} {_kind(r):9s} {impl:7s} b={b:<3d} t={thr if thr is not None else '-':<4} c={copy:<4g} "
                 f"{r['tokens_per_s']:8.1f} tok/s  {r['steps_per_token']:.3f} steps/tok  "
                 f"{r['ms_p50']:7.2f} ms p50  {r['gc_full']} full GC")
     if skipped:
@@ -465,6 +475,15 @@ def s1_figures(results: list[dict], floors: list[dict]) -> tuple[dict | None, di
                              f"{rule}: the most accurate, {_setting(c)}, pass@1 "
                              f"{c['pass_at_1']:.3f} vs AR {c['ar_pass_at_1']:.3f}, syntax-valid "
                              f"{c.get('syntax_valid') or 0:.3f} vs {c.get('ar_syntax_valid') or 0:.3f})")
+    lookup = next((r["lookup"] for r in results if r["kind"] == "ar" and r.get("lookup")), 0)
+    for name, bench in (("S1.speedup_multi_line_vs_ar_lookup", "Q2"), ("S1.speedup_single_line_vs_ar_lookup", "Q1")):
+        s = speedup(results, bench, lookup=lookup) if lookup else None
+        c = s and (s if s.get("speedup") is not None else s.get("closest"))
+        if c:
+            qual = ("within 1 point of it" if s.get("speedup") is not None
+                    else "none within 1 point of it: the most accurate")
+            figures[name] = (round(c["speedup"], 3), f"x the tokens/s of AR with prompt lookup of {lookup} tokens "
+                             f"({bench}; {rule}: {qual}, {_setting(c)})")
     ref_b = multi["block_size"] if multi and multi.get("block_size") else 32
     diff_floors = sorted((f for f in floors if f["kind"] == "diffusion"),  # Q2 first, then by block size
                          key=lambda f: (f["block_size"] != ref_b, f["bench"] != "Q2", -f["block_size"]))
@@ -520,6 +539,11 @@ def _write_json(path, data):
     tmp.replace(p)
 
 
+def _kind(r: dict) -> str:
+    """A row's decoder: "diffusion", "ar", or "ar+lk16" (AR with prompt lookup of 16 tokens)."""
+    return f"ar+lk{r['lookup']}" if r.get("lookup") else r["kind"]
+
+
 def _setting(r: dict, b: bool = True) -> str:
     """A diffusion setting's label: "b=32 t=0.9", with " c=0.5" where the copy prior was on."""
     copy = r.get("copy") or 0.0
@@ -533,7 +557,7 @@ def _print_tables(results, floors, peaks, launch, multi, single, say):
         f"{'commit/step':>11s} {'ms mean':>8s} {'ms p50':>8s} {'pass@1':>7s} {'syntax':>7s} {'edit sim':>8s}")
     for r in results:
         thr = f"{r['threshold']:g}" if r["threshold"] is not None else "-"
-        say(f"{r['bench']:5s} {r['kind']:9s} {r['impl']:7s} {r['block_size']:3d} {thr:>4s} {r.get('copy', 0.0):4g} "
+        say(f"{r['bench']:5s} {_kind(r):9s} {r['impl']:7s} {r['block_size']:3d} {thr:>4s} {r.get('copy', 0.0):4g} "
             f"{r['tokens_per_s']:9.1f} "
             f"{r['steps_per_token']:9.3f} {r['committed_per_step']:11.2f} {r['ms_mean']:8.2f} {r['ms_p50']:8.2f} "
             f"{r['pass_at_1']:7.3f} {r.get('syntax_valid', 0.0):7.3f} {r.get('edit_sim', 0.0):8.3f}")

@@ -53,6 +53,7 @@ class InfillConfig:
     fallback: str = "mode"  # SamplerConfig.fallback
     revise: float = 0.5  # SamplerConfig.revise
     copy: float = COPY  # SamplerConfig.copy
+    lookup: int = 0  # SamplerConfig.lookup (the AR baseline's prompt lookup)
 
     def __post_init__(self):
         if self.max_tokens == 0:
@@ -150,7 +151,7 @@ def sampler_complete(sampler, cfg: InfillConfig) -> CompleteFn:
     scfg = SamplerConfig(block_size=cfg.block_size, max_tokens=cfg.max_tokens, rule=cfg.rule,
                          threshold=cfg.threshold, factor=cfg.factor, syntax_guard=cfg.syntax_guard,
                          syntax_guard_alternatives=cfg.syntax_guard_alternatives, token_healing=cfg.token_healing,
-                         fallback=cfg.fallback, revise=cfg.revise, copy=cfg.copy)
+                         fallback=cfg.fallback, revise=cfg.revise, copy=cfg.copy, lookup=cfg.lookup)
 
     def complete(task: InfillTask):
         c = sampler.complete(task.prefix, task.suffix, mode=cfg.mode, cfg=scfg)

@@ -56,6 +56,9 @@ def _infill(p: argparse.ArgumentParser, block_default_tokens: int):
     p.add_argument("--copy", type=float, default=COPY,
                    help="SamplerConfig.copy: in block mode, a prediction that a draft copied from the context "
                         "agrees with commits at this confidence (0: off)")
+    p.add_argument("--lookup", type=int, default=0, metavar="K",
+                   help="SamplerConfig.lookup, the AR baseline only: greedy decoding verifying K tokens drafted "
+                        "from the context a step (prompt lookup: the same text, fewer steps; 0: off)")
     p.add_argument("--fallback", choices=["mode", "leftmost", "confident"], default="mode",
                    help="SamplerConfig.fallback: the one position a step commits when none passes the rule")
     p.add_argument("--syntax-guard", action="store_true",
@@ -179,7 +182,7 @@ def run(args) -> int:
     icfg = ev.InfillConfig(mode=mode, block_size=args.block_size, max_tokens=args.max_tokens,
                            rule=args.rule, threshold=args.threshold, factor=args.factor,
                            syntax_guard=args.syntax_guard, fallback=args.fallback, revise=args.revise,
-                           copy=args.copy, syntax_guard_alternatives=args.syntax_guard_alternatives,
+                           copy=args.copy, lookup=args.lookup, syntax_guard_alternatives=args.syntax_guard_alternatives,
                            token_healing=args.token_healing)
     sandbox = SandboxConfig(timeout_s=args.timeout, workers=args.workers)
     if args.oracle:

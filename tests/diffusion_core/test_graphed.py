@@ -133,6 +133,27 @@ def test_graphed_ar_equals_the_sampler(tokenizer, seed):
         _same(dec.complete(prefix, suffix, mode="line" if i == 0 else "block"), want)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_ar_with_prompt_lookup_is_greedy_in_fewer_steps(tokenizer, seed):
+    """Prompt lookup (`SamplerConfig.lookup`) in the Sampler and in GraphedAR: the greedy text of
+    plain decoding, the two decoders step for step alike, and fewer steps where the drafts hold
+    (a random model's greedy text loops, which the drafts copy)."""
+    m = _model(tokenizer, seed, causal=True)
+    plain = Sampler(m, tokenizer, SamplerConfig(max_tokens=40))
+    s = Sampler(m, tokenizer, SamplerConfig(max_tokens=40, lookup=8))
+    dec = graphed(s, s.cfg)
+    fewer = 0
+    for i, (prefix, suffix) in enumerate(PROMPTS + [("x = 1\ny = 2\nx = 1\ny = 2\nx = 1\n", "")]):
+        mode = "line" if i == 0 else "block"
+        want, base = s.complete(prefix, suffix, mode=mode), plain.complete(prefix, suffix, mode=mode)
+        assert (want.text, want.stop, want.trace.tokens) == (base.text, base.stop, base.trace.tokens)
+        assert sum(want.trace.per_step) == want.trace.tokens and len(want.trace.per_step) == want.trace.steps
+        _same(dec.complete(prefix, suffix, mode=mode, cold=True), want)
+        _same(dec.complete(prefix, suffix, mode=mode), want)  # the prompt's KV (and ids) reused
+        fewer += want.trace.steps < base.trace.steps
+    assert fewer
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_prefill_appends_as_extend(tokenizer, causal):
     """The bucketed prefill writes the K/V and the last hidden state that `model.extend` computes,
@@ -309,6 +330,20 @@ def test_cuda_graph_replays_equal_eager_steps_and_the_sampler(tokenizer, causal,
         _same(a, s.complete(prefix, suffix, mode=mode))
     assert g.prefills_graphed == len(PROMPTS) and e.prefills_graphed == 0  # the prompts: bucket graphs
     assert time_steps(g, context=200, n=20) > 0
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_with_prompt_lookup_equal_the_sampler(tokenizer):
+    m = _model(tokenizer, 1, causal=True).cuda()
+    cfg = SamplerConfig(max_tokens=40, lookup=8)
+    s = Sampler(m, tokenizer, cfg)
+    g, e = graphed(s, cfg, use_graphs=True), graphed(s, cfg, use_graphs=False)
+    for i, (prefix, suffix) in enumerate(PROMPTS + [("x = 1\ny = 2\nx = 1\ny = 2\nx = 1\n", "")]):
+        mode = "line" if i == 0 else "block"
+        a = g.complete(prefix, suffix, mode=mode, cold=True)
+        assert g.graph is not None, g.graph_error
+        _same(a, e.complete(prefix, suffix, mode=mode, cold=True))
+        _same(a, s.complete(prefix, suffix, mode=mode))
 
 
 def _check_service(s: Sampler, gs: GraphedStep):

@@ -526,7 +526,8 @@ class GraphedDecoder(_Static):
 class GraphedAR(_Static):
     """Greedy next-token decoding of the AR baseline: one token per replay, argmax on the device.
     With `cfg.lookup` = K > 0 (prompt lookup, as `Sampler._decode_ar`): each replay verifies K
-    drafted tokens (`kernels.copy_prior.draft_reference` over a device copy of the cache's ids)
+    drafted tokens (`kernels.copy_prior.draft_triton`, or its reference, over a device copy of the
+    cache's ids)
     after the last token and keeps those equal to its own greedy ones, plus its next token; the
     snapshot is [count, K + 1 tokens]."""
 
@@ -549,6 +550,15 @@ class GraphedAR(_Static):
             self.ar_k = torch.arange(K + 1, device=dev)
             self.causal_k = self.ar_k[:, None] >= self.ar_k[None, :]
             self.snap_head = torch.zeros(K + 1, dtype=torch.long, device=dev)  # the first step's: 1 token
+            self.draft_out = (torch.zeros(K, dtype=torch.long, device=dev), torch.zeros((), dtype=torch.long, device=dev))
+            self.draft_triton = False  # the draft's Triton kernel (checked once, on its own)
+            if self.kernels and n <= 8192:
+                from ..kernels._triton import self_check
+
+                err = self_check(dev, ("copy_prior",))
+                self.draft_triton = err is None
+                if err:
+                    log.warning("the draft's kernel is off, its torch reference runs: %s", err)
 
     def _next(self, logits: torch.Tensor):
         """The greedy next token (banned ones never) into the step's input and the snapshot."""
@@ -559,13 +569,16 @@ class GraphedAR(_Static):
     def _step_lookup(self):
         """One verify step: [last token ; K drafted] causally, the drafted tokens kept up to the
         first that differs from the model's own, the cache's position past them."""
-        from ..kernels.copy_prior import draft_reference
+        from ..kernels.copy_prior import draft_reference, draft_triton
         from .copy_prior import NMAX, NMIN
 
         K, pos, ar = self.lookup, self.cache.pos, self.ar_k
         H = self.hist.shape[0]
-        self.hist.index_copy_(0, pos.clamp(max=H - 1).view(1), self.tok_in)
-        d, n_d = draft_reference(self.hist, pos + 1, NMIN, NMAX, K)
+        if self.draft_triton:  # one launch: the last token into the ids, the draft after them
+            d, n_d = draft_triton(self.hist, self.tok_in, pos, nmin=NMIN, nmax=NMAX, k=K, out=self.draft_out)
+        else:
+            self.hist.index_copy_(0, pos.clamp(max=H - 1).view(1), self.tok_in)
+            d, n_d = draft_reference(self.hist, pos + 1, NMIN, NMAX, K)
         positions = (pos + ar).clamp(max=self.max_seq_len - 1)
         slots = (pos + ar).clamp(max=self.cache.capacity - 1)
         h = self._layers(torch.cat([self.tok_in, d]), positions, slots, self.causal_k)  # final-normed

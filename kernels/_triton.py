@@ -194,6 +194,12 @@ def self_check(device, kernels=("block_attention", "commit", "rope_kv", "block_u
             a = copy_boost_triton(args[0].clone(), *args[1:6], args[6].clone(), args[7], **kw)
             if not torch.equal(a, copy_boost_reference(args[0].clone(), *args[1:], **kw)) or a.tolist() != [0.2, 1, 1]:
                 return "copy_boost disagrees with its reference"
+            from .copy_prior import draft_triton
+
+            hist = t([5, 6, 7, 8, 5, 0, 0, 0, 0])  # 5 6 7 8 5, then 6: the draft 7 8 5 6
+            d, n = draft_triton(hist, t([6]), t(5), nmin=2, nmax=4, k=8)
+            if int(n) != 4 or d[:4].tolist() != [7, 8, 5, 6] or hist[5].item() != 6:
+                return "draft disagrees with its reference"
         if "fused_ce" in kernels:
             h = torch.randn(40, 64, generator=g).to(device)
             w = torch.randn(1000, 64, generator=g).to(device) * 0.1

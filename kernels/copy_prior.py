@@ -118,7 +118,7 @@ if triton is not None:
         score = tl.where((e < n) & (run >= NMIN), run * H + e, -1)
         best = tl.max(score, axis=0)  # the longest, then the latest
         j = i - p
-        src = best % H + j
+        src = tl.where(best >= 0, best % H, 0) + j
         has = (best >= 0) & (j >= 0) & (j < K) & (src < n) & okb
         d = _vseq(HIST, IDS, tl.where(has, src, 0), pos, n_prev, end, p, b, H, FIRST)
         blk = tl.load(IDS + b + i, mask=okb, other=-1)
@@ -128,6 +128,49 @@ if triton is not None:
         stop = tl.min(tl.where(~ok & (j >= 0) & okb, i, BLOCK_B), axis=0)  # the walk's first miss
         extra = mk & (j >= 0) & (i < stop) & (tl.load(LINE) == 0)
         tl.store(CONF + i, tl.where(extra, 1.0, c), mask=okb)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _draft_kernel(HIST, TOK, POS, D, DLEN, H, NMIN: tl.constexpr, NMAX: tl.constexpr, K: tl.constexpr,
+                      BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+        pos = tl.load(POS)
+        tok = tl.load(TOK)
+        tl.store(HIST + pos, tok, mask=pos < H)  # (read below as `tok`, not from HIST)
+        n = pos + 1
+        e = tl.arange(0, BLOCK_H)
+        alive = e < n
+        run = tl.zeros([BLOCK_H], dtype=tl.int32)
+        for kk in tl.static_range(NMAX):
+            ti = n - 1 - kk
+            t = tl.where(ti == pos, tok, tl.load(HIST + ti, mask=(ti >= 0) & (ti < H), other=-1))
+            ai = e - 1 - kk
+            a = tl.where(ai == pos, tok, tl.load(HIST + ai, mask=(ai >= 0) & (ai < H), other=-1))
+            alive = alive & (a == t) & (ai >= 0) & (ti >= 0)
+            run += alive.to(tl.int32)
+        score = tl.where((e < n) & (run >= NMIN), run * H + e, -1)
+        best = tl.max(score, axis=0)
+        e0 = tl.where(best >= 0, best % H, 0)
+        j = tl.arange(0, BLOCK_K)
+        src = e0 + j
+        d = tl.where(src == pos, tok, tl.load(HIST + src, mask=(src < H) & (j < K), other=0))
+        tl.store(D + j, d, mask=j < K)
+        tl.store(DLEN, tl.where(best >= 0, tl.minimum(n - e0, K), 0))
+
+
+def draft_triton(hist, tok, pos, *, nmin: int, nmax: int, k: int, out=None):
+    """The AR verify step's draft in one launch: `tok` (1,) enters `hist` at `pos` (0-d), then
+    `draft_reference(hist, pos + 1, ...)`; returns (d (k,), length 0-d) (into `out` when given).
+    Entries of d past its length are unspecified."""
+    H = hist.shape[0]
+    if H > 8192 or not 1 <= k <= 64:
+        raise ValueError(f"draft: hist of {H} (<= 8192), k of {k} (1-64)")
+    d, n = out if out is not None else (torch.empty(k, dtype=torch.long, device=hist.device),
+                                         torch.empty((), dtype=torch.long, device=hist.device))
+    _draft_kernel[(1,)](hist, tok, pos, d, n, H, NMIN=nmin, NMAX=nmax, K=k, BLOCK_H=next_pow2(H),
+                        BLOCK_K=max(16, next_pow2(k)), num_warps=4)
+    return d, n
 
 
 def copy_boost_triton(hist, pos, n_prev, ids, masked, pred, conf, line_mode, *, threshold: float,

@@ -154,6 +154,26 @@ def test_ar_with_prompt_lookup_is_greedy_in_fewer_steps(tokenizer, seed):
     assert fewer
 
 
+def test_ar_with_prompt_lookup_through_the_draft_kernel(tokenizer):
+    """GraphedAR's verify step with the draft's Triton kernel (Triton's interpreter on CPU tensors)
+    gives the Sampler's completions."""
+    import os
+
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("TRITON_INTERPRET is not 1")
+    from ..kernels.conftest import _patch_interpreter
+
+    _patch_interpreter()
+    s = Sampler(_model(tokenizer, 1, causal=True), tokenizer, SamplerConfig(max_tokens=40, lookup=8))
+    dec = graphed(s, s.cfg)
+    dec.draft_triton = True
+    for prefix, suffix in PROMPTS + [("x = 1\ny = 2\nx = 1\ny = 2\nx = 1\n", "")]:
+        want = s.complete(prefix, suffix, mode="block")
+        _same(dec.complete(prefix, suffix, mode="block", cold=True), want)
+    assert max(want.trace.per_step) > 1
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_prefill_appends_as_extend(tokenizer, causal):
     """The bucketed prefill writes the K/V and the last hidden state that `model.extend` computes,

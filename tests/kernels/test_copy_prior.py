@@ -64,3 +64,29 @@ def test_refuses_shapes_it_cannot_hold(triton_device):
                           torch.zeros(4, dtype=torch.long, device=triton_device),
                           torch.zeros(4, device=triton_device), torch.tensor(False, device=triton_device),
                           threshold=0.5, first=False, **KW)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_draft_matches_the_reference_and_the_host(triton_device, seed):
+    from dllm_ls.diffusion_core.copy_prior import draft_host
+    from dllm_ls.kernels.copy_prior import draft_reference, draft_triton
+
+    rng = random.Random(seed)
+    found = 0
+    for trial in range(15):
+        H = rng.choice([20, 70, 200])
+        pos = rng.randint(0, H - 2)
+        hist = [rng.randrange(rng.choice([3, 5])) for _ in range(H)]
+        tok = rng.randrange(3)
+        want = draft_host(hist[:pos] + [tok], 8)
+        h_tri = torch.tensor(hist, device=triton_device)
+        d, n = draft_triton(h_tri, torch.tensor([tok], device=triton_device), torch.tensor(pos, device=triton_device),
+                            nmin=NMIN, nmax=NMAX, k=8)
+        h_ref = torch.tensor(hist, device=triton_device)
+        h_ref[pos] = tok
+        dr, nr = draft_reference(h_ref, torch.tensor(pos + 1, device=triton_device), NMIN, NMAX, 8)
+        assert int(n) == int(nr) == len(want), trial
+        assert d[:int(n)].tolist() == dr[:int(nr)].tolist() == want, trial
+        assert torch.equal(h_tri, h_ref)  # the last token entered the ids
+        found += len(want) > 0
+    assert found

@@ -14,7 +14,8 @@ backs (docs/results.md, "The copy prior (issue 8, session 27)").
 Two implementations with one result: `extra_host` here, on lists (DecodeState, the scheduler),
 and `kernels.copy_prior` on tensors with static shapes (the graphed decoder, inside its CUDA
 graph: a Triton kernel, or its torch reference); tests/diffusion_core/test_copy_prior.py and
-tests/kernels/test_copy_prior.py check that they agree. No torch here: the CLI's argument
+tests/kernels/test_copy_prior.py check that they agree. `draft_host` alone also drafts for the
+AR baseline's prompt lookup (`SamplerConfig.lookup`). No torch here: the CLI's argument
 defaults read COPY.
 """
 

@@ -242,6 +242,30 @@ class _Static:
         cache.bound = None
         return True
 
+    def _ids_buffers(self, n: int):
+        """The cache's token ids on the device (`hist`, n long), for the drafts of the copy prior
+        and of prompt lookup, and the pinned buffer the prompt's travel through."""
+        self.hist = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.hist_h = torch.zeros(n, dtype=torch.long, pin_memory=self.cuda)
+
+    def _copy_kernels_ok(self) -> bool:
+        """Whether `kernels.copy_prior`'s kernels serve `hist`: Triton here, at most 8k ids, and
+        their own self-check passed (a failure turns them alone off, with a warning)."""
+        if not (self.kernels and self.hist.numel() <= 8192):
+            return False
+        from ..kernels._triton import self_check
+
+        err = self_check(self.device, ("copy_prior",))
+        if err:
+            log.warning("the copy prior's kernels are off, their torch references run: %s", err)
+        return err is None
+
+    def _prompt_ids(self, toks: list[int]):
+        """The prompt's ids (the cache's after this call's prefill) into `hist`, one async copy;
+        the steps then add the generated ones on the device."""
+        self.hist_h[:len(toks)] = torch.tensor(toks, dtype=torch.long)
+        self.hist[:len(toks)].copy_(self.hist_h[:len(toks)], non_blocking=self.cuda)
+
     def _run_step(self):
         if self.graph is not None:
             self.graph.replay()
@@ -358,17 +382,10 @@ class GraphedDecoder(_Static):
         # the copy prior (copy_prior.py): the cache's token ids on the device, the prompt copied in
         # by `complete`, each finished block by the step that puts its KV into the cache
         self.copy = self.cfg.copy
-        self.copy_triton = False  # its Triton kernel, where it runs (checked once, on its own)
+        self.copy_triton = False  # its Triton kernel runs (else its torch reference)
         if self.copy > 0:
-            if self.triton:
-                from ..kernels._triton import self_check
-
-                err = self_check(dev, ("copy_prior",))
-                self.copy_triton = err is None
-                if err:
-                    log.warning("the copy prior's kernel is off, its torch reference runs: %s", err)
-            self.hist = torch.zeros(self.cache.capacity + b, dtype=torch.long, device=dev)
-            self.hist_h = torch.zeros(self.cache.capacity + b, dtype=torch.long, pin_memory=self.cuda)
+            self._ids_buffers(self.cache.capacity + b)
+            self.copy_triton = self.triton and self._copy_kernels_ok()
 
     # --- device side --------------------------------------------------------------------------
 
@@ -406,7 +423,7 @@ class GraphedDecoder(_Static):
             from ..kernels.copy_prior import copy_boost_reference, copy_boost_triton
             from .copy_prior import K, NMAX, NMIN
 
-            boost = copy_boost_triton if self.copy_triton and self.hist.numel() <= 8192 else copy_boost_reference
+            boost = copy_boost_triton if self.copy_triton else copy_boost_reference
             conf = boost(self.hist, self.cache.pos, self.n_prev, self.ids, self.masked, pred, conf, self.line_mode,
                          threshold=self.copy, first=first, nmin=NMIN, nmax=NMAX, k=K)
         update_fn(pred, conf, st, eos_id=self.tok.eos_id, mask_id=self.tok.mask_id, max_seq_len=self.max_seq_len,
@@ -487,10 +504,8 @@ class GraphedDecoder(_Static):
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False, device_pos=False)
         b0 = min(b, max_tokens)
-        if self.copy > 0:  # the prompt's tokens (the cache's, after this call's prefill)
-            toks = cache.tokens + clean
-            self.hist_h[:len(toks)] = torch.tensor(toks, dtype=torch.long)
-            self.hist[:len(toks)].copy_(self.hist_h[:len(toks)], non_blocking=self.cuda)
+        if self.copy > 0:
+            self._prompt_ids(cache.tokens + clean)
         if not self._start(clean, (b0, max_tokens, int(ctx.mode == "line"))):  # (one copy, one replay)
             self._first_unfused(clean, b0, max_tokens, ctx.mode == "line")
         st = {"generated": [], "stop": None, "text": ""}
@@ -526,10 +541,9 @@ class GraphedDecoder(_Static):
 class GraphedAR(_Static):
     """Greedy next-token decoding of the AR baseline: one token per replay, argmax on the device.
     With `cfg.lookup` = K > 0 (prompt lookup, as `Sampler._decode_ar`): each replay verifies K
-    drafted tokens (`kernels.copy_prior.draft_triton`, or its reference, over a device copy of the
-    cache's ids)
-    after the last token and keeps those equal to its own greedy ones, plus its next token; the
-    snapshot is [count, K + 1 tokens]."""
+    tokens drafted after the last one (`kernels.copy_prior.draft_triton`, or its reference, over
+    a device copy of the cache's ids) and keeps those equal to its own greedy ones, plus its next
+    token; the snapshot is [count, K + 1 tokens]."""
 
     def __init__(self, sampler: Sampler, cfg: SamplerConfig | None = None, *, use_graphs: bool | None = None,
                  lag: int = 1):
@@ -545,25 +559,19 @@ class GraphedAR(_Static):
         self.fused_first = True
         if K:
             n = self.cache.capacity + K + 2
-            self.hist = torch.zeros(n, dtype=torch.long, device=dev)  # the cache's ids (the prompt: the host)
-            self.hist_h = torch.zeros(n, dtype=torch.long, pin_memory=self.cuda)
+            self._ids_buffers(n)
             self.ar_k = torch.arange(K + 1, device=dev)
             self.causal_k = self.ar_k[:, None] >= self.ar_k[None, :]
-            self.snap_head = torch.zeros(K + 1, dtype=torch.long, device=dev)  # the first step's: 1 token
-            self.draft_out = (torch.zeros(K, dtype=torch.long, device=dev), torch.zeros((), dtype=torch.long, device=dev))
-            self.draft_triton = False  # the draft's Triton kernel (checked once, on its own)
-            if self.kernels and n <= 8192:
-                from ..kernels._triton import self_check
-
-                err = self_check(dev, ("copy_prior",))
-                self.draft_triton = err is None
-                if err:
-                    log.warning("the draft's kernel is off, its torch reference runs: %s", err)
+            self.one_token = torch.ones(1, dtype=torch.long, device=dev)  # the first step's count ...
+            self.no_tokens = torch.zeros(K, dtype=torch.long, device=dev)  # ... and its snapshot's padding
+            self.draft_out = (torch.zeros(K, dtype=torch.long, device=dev),
+                              torch.zeros((), dtype=torch.long, device=dev))
+            self.draft_triton = self._copy_kernels_ok()  # the draft's Triton kernel runs (else its reference)
 
     def _next(self, logits: torch.Tensor):
         """The greedy next token (banned ones never) into the step's input and the snapshot."""
         nxt = logits.masked_fill(self.sampler.ban, float("-inf")).argmax().view(1)
-        self.snap.copy_(torch.cat([self.one.view(1).long(), nxt, self.snap_head[1:]]) if self.lookup else nxt)
+        self.snap.copy_(torch.cat([self.one_token, nxt, self.no_tokens]) if self.lookup else nxt)
         self.tok_in.copy_(nxt)
 
     def _step_lookup(self):
@@ -623,10 +631,8 @@ class GraphedAR(_Static):
         ctx, crlf, clean, max_tokens, cache, trace = s._prepare(prefix, suffix, mode, self.cache, self.cfg,
                                                                  heal=False, device_pos=False)
         K = self.lookup
-        if K:  # the prompt's ids (the cache's, after this call's prefill), for the drafts
-            toks = cache.tokens + clean
-            self.hist_h[:len(toks)] = torch.tensor(toks, dtype=torch.long)
-            self.hist[:len(toks)].copy_(self.hist_h[:len(toks)], non_blocking=self.cuda)
+        if K:
+            self._prompt_ids(cache.tokens + clean)
         if not self._start(clean, ()):  # step 1: the prompt in one bucketed forward, and its argmax
             logits = self.model.extend(torch.tensor([clean], device=self.device), cache)[0]
             cache.append_tokens(clean)

@@ -356,8 +356,8 @@ class Sampler:
                      if lookup and generated and not heal_left and room > 0 else [])
             start = cache.length
             inp = torch.tensor([clean + draft], device=self.device)
-            logits = (self.model.extend(inp, cache, all_logits=True)[0, len(clean) - 1:] if draft  # (1 + len(draft), V)
-                      else self.model.extend(inp, cache))
+            logits = (self.model.extend(inp, cache, all_logits=True)[0, len(clean) - 1:] if draft
+                      else self.model.extend(inp, cache))  # (1 + len(draft), V)
             cache.append_tokens(clean + draft)
             logits.masked_fill_(self.ban, float("-inf"))
             trace.steps += 1

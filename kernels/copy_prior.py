@@ -16,6 +16,12 @@ launcher writes them in place).
 
 In torch this is ~60 launches of tiny tensors; the Triton kernel is one program over the cache's
 ids (H <= 8k) and the block (b <= 128).
+
+    draft_triton(hist, tok, pos, *, nmin, nmax, k)  /  draft_reference(hist, n, nmin, nmax, k)
+
+The draft alone, for the AR baseline's verify step (prompt lookup, `GraphedAR`): the last token
+`tok` enters `hist` at `pos`, and the k tokens that followed the latest earlier occurrence of the
+longest n-gram ending hist[:pos + 1] come back with their count.
 """
 
 from __future__ import annotations

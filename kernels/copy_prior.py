@@ -99,6 +99,24 @@ if triton is not None:
         return v
 
     @triton.jit
+    def _latest_match(HIST, IDS, pos, n_prev, end, p, b, H, FIRST: tl.constexpr, NMIN: tl.constexpr,
+                      NMAX: tl.constexpr, BLOCK_H: tl.constexpr):
+        """Where the draft starts in the committed text (`_vseq`'s, n = end + p tokens): after the
+        latest earlier occurrence of its longest NMIN..NMAX-token ending; (start, found)."""
+        n = end + p
+        e = tl.arange(0, BLOCK_H)
+        alive = e < n
+        run = tl.zeros([BLOCK_H], dtype=tl.int32)  # the match ending before each e < n
+        for kk in tl.static_range(NMAX):
+            t = _vseq(HIST, IDS, n - 1 - kk, pos, n_prev, end, p, b, H, FIRST)
+            a = _vseq(HIST, IDS, e - 1 - kk, pos, n_prev, end, p, b, H, FIRST)
+            alive = alive & (a == t) & (e - 1 - kk >= 0) & (n - 1 - kk >= 0)
+            run += alive.to(tl.int32)
+        score = tl.where((e < n) & (run >= NMIN), run * H + e, -1)
+        best = tl.max(score, axis=0)  # the longest, then the latest
+        return tl.where(best >= 0, best % H, 0), best >= 0
+
+    @triton.jit
     def _copy_kernel(HIST, IDS, MASKED, PRED, CONF, POS, NPREV, LINE, H, b, threshold,
                      FIRST: tl.constexpr, NMIN: tl.constexpr, NMAX: tl.constexpr, K: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
@@ -112,20 +130,10 @@ if triton is not None:
         n = end + p
         if not FIRST:  # the previous block enters the cache's ids (read below from IDS, not HIST)
             tl.store(HIST + pos + i, tl.load(IDS + i, mask=okb, other=0), mask=okb & (i < n_prev) & (pos + i < H))
-        # the longest match (up to NMAX) of the text's last tokens ending before each e < n
-        e = tl.arange(0, BLOCK_H)
-        alive = e < n
-        run = tl.zeros([BLOCK_H], dtype=tl.int32)
-        for kk in tl.static_range(NMAX):
-            t = _vseq(HIST, IDS, n - 1 - kk, pos, n_prev, end, p, b, H, FIRST)
-            a = _vseq(HIST, IDS, e - 1 - kk, pos, n_prev, end, p, b, H, FIRST)
-            alive = alive & (a == t) & (e - 1 - kk >= 0) & (n - 1 - kk >= 0)
-            run += alive.to(tl.int32)
-        score = tl.where((e < n) & (run >= NMIN), run * H + e, -1)
-        best = tl.max(score, axis=0)  # the longest, then the latest
+        start, found = _latest_match(HIST, IDS, pos, n_prev, end, p, b, H, FIRST, NMIN, NMAX, BLOCK_H)
         j = i - p
-        src = tl.where(best >= 0, best % H, 0) + j
-        has = (best >= 0) & (j >= 0) & (j < K) & (src < n) & okb
+        src = start + j
+        has = found & (j >= 0) & (j < K) & (src < n) & okb
         d = _vseq(HIST, IDS, tl.where(has, src, 0), pos, n_prev, end, p, b, H, FIRST)
         blk = tl.load(IDS + b + i, mask=okb, other=-1)
         pred = tl.load(PRED + i, mask=okb, other=-1)
@@ -135,34 +143,18 @@ if triton is not None:
         extra = mk & (j >= 0) & (i < stop) & (tl.load(LINE) == 0)
         tl.store(CONF + i, tl.where(extra, 1.0, c), mask=okb)
 
-
-if triton is not None:
-
     @triton.jit
     def _draft_kernel(HIST, TOK, POS, D, DLEN, H, NMIN: tl.constexpr, NMAX: tl.constexpr, K: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+        # the text: hist[:pos], then `tok` as a one-token head (`_vseq` reads it from TOK, not HIST)
         pos = tl.load(POS)
-        tok = tl.load(TOK)
-        tl.store(HIST + pos, tok, mask=pos < H)  # (read below as `tok`, not from HIST)
-        n = pos + 1
-        e = tl.arange(0, BLOCK_H)
-        alive = e < n
-        run = tl.zeros([BLOCK_H], dtype=tl.int32)
-        for kk in tl.static_range(NMAX):
-            ti = n - 1 - kk
-            t = tl.where(ti == pos, tok, tl.load(HIST + ti, mask=(ti >= 0) & (ti < H), other=-1))
-            ai = e - 1 - kk
-            a = tl.where(ai == pos, tok, tl.load(HIST + ai, mask=(ai >= 0) & (ai < H), other=-1))
-            alive = alive & (a == t) & (ai >= 0) & (ti >= 0)
-            run += alive.to(tl.int32)
-        score = tl.where((e < n) & (run >= NMIN), run * H + e, -1)
-        best = tl.max(score, axis=0)
-        e0 = tl.where(best >= 0, best % H, 0)
+        tl.store(HIST + pos, tl.load(TOK), mask=pos < H)
+        start, found = _latest_match(HIST, TOK, pos, 0, pos, 1, 0, H, True, NMIN, NMAX, BLOCK_H)
         j = tl.arange(0, BLOCK_K)
-        src = e0 + j
-        d = tl.where(src == pos, tok, tl.load(HIST + src, mask=(src < H) & (j < K), other=0))
+        src = start + j
+        d = tl.where(src < H, _vseq(HIST, TOK, src, pos, 0, pos, 1, 0, H, True), 0)
         tl.store(D + j, d, mask=j < K)
-        tl.store(DLEN, tl.where(best >= 0, tl.minimum(n - e0, K), 0))
+        tl.store(DLEN, tl.where(found, tl.minimum(pos + 1 - start, K), 0))
 
 
 def draft_triton(hist, tok, pos, *, nmin: int, nmax: int, k: int, out=None):

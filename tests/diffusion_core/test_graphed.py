@@ -8,7 +8,8 @@ stops on snapshots against `Sampler.complete`; the CUDA-graph capture itself is 
 import pytest
 import torch
 
-from dllm_ls.diffusion_core.graphed import GraphedAR, GraphedDecoder, graphed
+from dllm_ls.diffusion_core.graphed import GraphedDecoder, graphed
+from dllm_ls.diffusion_core.graphed_ar import GraphedAR
 from dllm_ls.trainer.step_floor import time_steps
 from dllm_ls.diffusion_core.graphed_step import GraphedStep
 from dllm_ls.diffusion_core.model import ModelConfig, Transformer
